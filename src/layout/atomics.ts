@@ -1,0 +1,42 @@
+/**
+ * Small typed helpers over `Atomics` for 32-bit shared words. Every `Atomics`
+ * operation is sequentially consistent, so the order of calls at a call site
+ * is the memory order; callers comment which ordering they rely on.
+ */
+
+export type Word32 = Int32Array;
+
+/** Sequentially consistent load. */
+export const load = (view: Word32, index = 0): number => Atomics.load(view, index);
+
+/** Sequentially consistent store. */
+export const store = (view: Word32, index: number, value: number): void => {
+  Atomics.store(view, index, value);
+};
+
+/**
+ * Compare-exchange. Returns true when `expected` was found and replaced.
+ * Failure contract: on failure nothing is written; the caller re-reads.
+ */
+export const compareExchange = (view: Word32, index: number, expected: number, replacement: number): boolean =>
+  Atomics.compareExchange(view, index, expected, replacement) === expected;
+
+/** Atomically OR `bits` into a word; returns the previous value. */
+export const setBits = (view: Word32, index: number, bits: number): number => Atomics.or(view, index, bits);
+
+/** Atomically clear `bits` in a word; returns the previous value. */
+export const clearBits = (view: Word32, index: number, bits: number): number => Atomics.and(view, index, ~bits);
+
+/**
+ * Test a bit and, if it was set, clear it atomically (KVM's kvm_check_request:
+ * test, then clear with a full barrier after the atomic). Returns whether it
+ * was set. Safe against concurrent setters: a bit set after the test stays set.
+ */
+export function testAndClearBit(view: Word32, index: number, bit: number): boolean {
+  const mask = 1 << bit;
+  if ((Atomics.load(view, index) & mask) === 0) return false;
+  return (Atomics.and(view, index, ~mask) & mask) !== 0;
+}
+
+/** Atomically add; returns the previous value. */
+export const add = (view: Word32, index: number, delta: number): number => Atomics.add(view, index, delta);

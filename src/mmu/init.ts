@@ -1,0 +1,246 @@
+/**
+ * The init paths with their skip-reconfiguration fast path, and the CPUID
+ * invalidation (Linux v5.17 arch/x86/kvm/mmu/mmu.c, from `init_kvm_tdp_mmu`
+ * to `kvm_mmu_after_set_cpuid`). Every path: compute the new role; if it
+ * equals the cached one (whole 64-bit compare) return; otherwise store it and
+ * recompute what that path recomputes, leaving every other field as it was.
+ */
+import {
+  calcNestedRole,
+  calcShadowEptRole,
+  calcShadowNptRole,
+  calcShadowRole,
+  calcTdpRole,
+  tdpLevel,
+  type Role,
+} from '../role/compute.js';
+import { shadowXMaskIsZero } from '../role/host.js';
+import { CR0, CR4, EFER, roleRegsToRootLevel, type RoleRegs } from '../role/regs.js';
+import { rsvdBits, type CpuidModel } from '../cpuid/cpuid.js';
+import type { MmuContext } from './context.js';
+import { updatePermissionBitmask, updatePkruBitmask } from './permissions.js';
+import { resetRsvdsBitsMask, resetRsvdsBitsMaskEpt } from './rsvd.js';
+import type { VcpuMmu } from './vcpu-mmu.js';
+
+/** The five init paths, by the names the CLI and scenarios use. */
+export const INIT_PATHS = ['tdp', 'shadow', 'shadow-npt', 'shadow-ept', 'nested'] as const;
+export type InitPath = (typeof INIT_PATHS)[number];
+
+/** Skip test shared by all paths; counts the init. Returns true when skipped. */
+function skipIfUnchanged(ctx: MmuContext, role: Role): boolean {
+  ctx.stats.inits++;
+  if (ctx.roleEquals(role.base, role.ext)) {
+    ctx.stats.fastPathHits++;
+    return true;
+  }
+  ctx.stats.rebuilds++;
+  ctx.storeRole(role.base, role.ext);
+  return false;
+}
+
+/** reset_guest_paging_metadata: nothing at all when the role says paging is off. */
+function resetGuestPagingMetadata(v: VcpuMmu, ctx: MmuContext): void {
+  const reader = 'reset_guest_paging_metadata';
+  if (!ctx.ext('cr0_pg', reader)) return;
+  // reset_rsvds_bits_mask
+  resetRsvdsBitsMask(
+    ctx.guestRsvdCheck,
+    v.reservedGpaBits,
+    ctx.rootLevel,
+    ctx.eferNx('reset_rsvds_bits_mask'),
+    v.guestCanUseGbpages(),
+    ctx.ext('cr4_pse', 'reset_rsvds_bits_mask'),
+    v.guestIsAmd(),
+  );
+  updatePermissionBitmask(ctx, false);
+  updatePkruBitmask(ctx);
+}
+
+/** reserved_hpa_bits(): rsvd_bits(shadow_phys_bits, 63). */
+const reservedHpaBits = (v: VcpuMmu): bigint => rsvdBits(v.host.physBits, 63);
+
+/** reset_shadow_zero_bits_mask (shadow paging and shadow NPT). SME mask: not modelled (0). */
+function resetShadowZeroBitsMask(v: VcpuMmu, ctx: MmuContext): void {
+  const usesNx = ctx.eferNx('reset_shadow_zero_bits_mask') || !v.host.tdpEnabled;
+  resetRsvdsBitsMask(ctx.shadowZeroCheck, reservedHpaBits(v), ctx.shadowRootLevel, usesNx, v.guestCanUseGbpages(), false, true);
+  ctx.shadowZeroCheckSet = true;
+}
+
+/** reset_tdp_shadow_zero_bits_mask: legacy format on AMD, EPT format on Intel. */
+function resetTdpShadowZeroBitsMask(v: VcpuMmu, ctx: MmuContext): void {
+  if (shadowXMaskIsZero(v.host)) {
+    resetRsvdsBitsMask(ctx.shadowZeroCheck, reservedHpaBits(v), ctx.shadowRootLevel, false, v.host.gbpages, false, true);
+  } else {
+    resetRsvdsBitsMaskEpt(ctx.shadowZeroCheck, reservedHpaBits(v), false, v.host.maxHugePageLevel);
+  }
+  ctx.shadowZeroCheckSet = true;
+}
+
+/** init_kvm_tdp_mmu (root_mmu). Returns true when the fast path was taken. */
+export function initTdpMmu(v: VcpuMmu): boolean {
+  const ctx = v.rootMmu;
+  const regs = v.roleRegs();
+  if (skipIfUnchanged(ctx, calcTdpRole(regs, v, v.host, ctx.format))) return true;
+  ctx.pageFault = 'tdp';
+  ctx.shadowRootLevel = tdpLevel(v.host, v.maxPhyAddr);
+  ctx.directMap = true;
+  ctx.rootLevel = roleRegsToRootLevel(regs);
+  const reader = 'init_kvm_tdp_mmu';
+  if (!ctx.ext('cr0_pg', reader)) ctx.gvaToGpa = 'nonpaging';
+  else if (ctx.ext('cr4_pae', reader)) ctx.gvaToGpa = 'paging64';
+  else ctx.gvaToGpa = 'paging32';
+  resetGuestPagingMetadata(v, ctx);
+  resetTdpShadowZeroBitsMask(v, ctx);
+  return false;
+}
+
+/** shadow_mmu_init_context (shadow paging and shadow NPT). */
+function shadowMmuInitContext(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs, role: Role): boolean {
+  if (skipIfUnchanged(ctx, role)) return true;
+  const reader = 'shadow_mmu_init_context';
+  if (!ctx.ext('cr0_pg', reader)) {
+    // nonpaging_init_context
+    ctx.pageFault = 'nonpaging';
+    ctx.gvaToGpa = 'nonpaging';
+    ctx.directMap = true;
+  } else if (ctx.ext('cr4_pae', reader)) {
+    ctx.pageFault = 'paging64';
+    ctx.gvaToGpa = 'paging64';
+    ctx.directMap = false;
+  } else {
+    ctx.pageFault = 'paging32';
+    ctx.gvaToGpa = 'paging32';
+    ctx.directMap = false;
+  }
+  ctx.rootLevel = roleRegsToRootLevel(regs);
+  resetGuestPagingMetadata(v, ctx);
+  ctx.shadowRootLevel = role.base & 0xf;
+  resetShadowZeroBitsMask(v, ctx);
+  return false;
+}
+
+/** init_kvm_softmmu → kvm_init_shadow_mmu (root_mmu with TDP off). */
+export function initShadowMmu(v: VcpuMmu): boolean {
+  const regs = v.roleRegs();
+  return shadowMmuInitContext(v, v.rootMmu, regs, calcShadowRole(regs, v, v.rootMmu.format));
+}
+
+/**
+ * kvm_init_shadow_npt_mmu (guest_mmu): CR0/CR4/EFER are the caller's (svm
+ * nested: CR0.PG only, L1's CR4 and EFER); PKE is masked off here.
+ * __kvm_mmu_new_pgd runs first, always, even if the role then matches.
+ */
+export function initShadowNptMmu(v: VcpuMmu, cr0: number, cr4: number, efer: number, nestedCr3 = 0n): boolean {
+  const ctx = v.guestMmu;
+  const regs: RoleRegs = { cr0: cr0 >>> 0, cr4: (cr4 & ~CR4.PKE) >>> 0, efer: efer >>> 0 };
+  const role = calcShadowNptRole(regs, v, v.host, ctx.format);
+  newPgd(v, nestedCr3, role.base);
+  return shadowMmuInitContext(v, ctx, regs, role);
+}
+
+/** Arguments of kvm_init_shadow_ept_mmu that come from L1's VMX state. */
+export interface EptInit {
+  /** L1's EPT capabilities allow execute-only. */
+  readonly execonly: boolean;
+  /** EPTP bit 6: accessed/dirty flags enabled. */
+  readonly accessedDirty: boolean;
+  /** vmx_eptp_page_walk_level(EPTP): 4 or 5. */
+  readonly level: 4 | 5;
+  /** Largest page L1's EPT caps allow: 1 (4K), 2 (2M), 3 (1G). */
+  readonly hugePageLevel: 1 | 2 | 3;
+  readonly eptp?: bigint;
+}
+
+/** kvm_init_shadow_ept_mmu (guest_mmu). SMM is inherited from root_mmu's stored role. */
+export function initShadowEptMmu(v: VcpuMmu, ept: EptInit): boolean {
+  const ctx = v.guestMmu;
+  const smm = v.rootMmu.smm('kvm_calc_shadow_ept_root_page_role');
+  const role = calcShadowEptRole(smm, ept.accessedDirty, ept.execonly, ept.level, ctx.format);
+  newPgd(v, ept.eptp ?? 0n, role.base);
+  if (skipIfUnchanged(ctx, role)) return true;
+  ctx.shadowRootLevel = ept.level;
+  ctx.eptAd = ept.accessedDirty;
+  ctx.pageFault = 'ept';
+  ctx.gvaToGpa = 'ept';
+  ctx.rootLevel = ept.level;
+  ctx.directMap = false;
+  updatePermissionBitmask(ctx, true);
+  ctx.pkruMask = 0;
+  resetRsvdsBitsMaskEpt(ctx.guestRsvdCheck, v.reservedGpaBits, ept.execonly, ept.hugePageLevel);
+  // reset_ept_shadow_zero_bits_mask
+  resetRsvdsBitsMaskEpt(ctx.shadowZeroCheck, reservedHpaBits(v), ept.execonly, v.host.maxHugePageLevel);
+  ctx.shadowZeroCheckSet = true;
+  return false;
+}
+
+/**
+ * init_kvm_nested_mmu (nested_mmu, over L2's registers). The walker is chosen
+ * from the live vCPU registers, not the role. shadow_root_level, direct_map,
+ * shadow_zero_check, page_fault are never assigned here.
+ */
+export function initNestedMmu(v: VcpuMmu): boolean {
+  const ctx = v.nestedMmu;
+  const regs = v.roleRegs();
+  const role = calcNestedRole(regs, v, ctx.format);
+  if (skipIfUnchanged(ctx, role)) return true;
+  ctx.rootLevel = role.base & 0xf;
+  if (!(v.cr0 & CR0.PG)) ctx.gvaToGpa = 'nonpaging';
+  else if (v.efer & EFER.LMA) ctx.gvaToGpa = 'paging64';
+  else if (v.cr4 & CR4.PAE) ctx.gvaToGpa = 'paging64';
+  else ctx.gvaToGpa = 'paging32';
+  resetGuestPagingMetadata(v, ctx);
+  return false;
+}
+
+/** kvm_init_mmu: nested walk → nested_mmu; else TDP or shadow by tdp_enabled. */
+export function initMmu(v: VcpuMmu): { ctx: MmuContext; skipped: boolean } {
+  if (v.isNested()) return { ctx: v.nestedMmu, skipped: initNestedMmu(v) };
+  if (v.host.tdpEnabled) return { ctx: v.rootMmu, skipped: initTdpMmu(v) };
+  return { ctx: v.rootMmu, skipped: initShadowMmu(v) };
+}
+
+/** kvm_mmu_unload: free the roots of root_mmu and guest_mmu (shadow module hook). */
+export function mmuUnload(v: VcpuMmu): void {
+  v.unloads++;
+  v.hooks.unload?.(v);
+}
+
+/** __kvm_mmu_new_pgd: root-cache switch, delegated to the shadow module. */
+function newPgd(v: VcpuMmu, pgd: bigint, role: number): void {
+  v.lastNewPgdRole = role;
+  v.hooks.newPgd?.(v, pgd, role);
+}
+
+/** kvm_mmu_reset_context: unload, then kvm_init_mmu. */
+export function resetContext(v: VcpuMmu): { ctx: MmuContext; skipped: boolean } {
+  mmuUnload(v);
+  return initMmu(v);
+}
+
+/**
+ * kvm_mmu_after_set_cpuid: invalidate all three cached roles as the VM's
+ * design prescribes, then reset (which re-initialises only root_mmu, or
+ * nested_mmu while L2 is walked).
+ */
+export function afterSetCpuid(v: VcpuMmu): { ctx: MmuContext; skipped: boolean } {
+  v.strategy.invalidate(v.rootMmu);
+  v.strategy.invalidate(v.guestMmu);
+  v.strategy.invalidate(v.nestedMmu);
+  return resetContext(v);
+}
+
+/** kvm_vcpu_after_set_cpuid (MMU part): apply the model, then the MMU hook. */
+export function setCpuid(v: VcpuMmu, cpuid: CpuidModel): { ctx: MmuContext; skipped: boolean } {
+  v.applyCpuid(cpuid);
+  return afterSetCpuid(v);
+}
+
+/** Write the registers the role reads (vCPU side; validity checks are the vCPU core's). */
+export function setRoleRegisters(v: VcpuMmu, cr0: number, cr4: number, efer: number, smm: boolean, guestMode: boolean): void {
+  v.cr0 = cr0 >>> 0;
+  v.cr4 = cr4 >>> 0;
+  v.efer = efer >>> 0;
+  v.smm = smm;
+  v.guestMode = guestMode;
+}
+

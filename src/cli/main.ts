@@ -7,7 +7,7 @@
 import { Command, CommanderError } from 'commander';
 import { EXIT, UsageError } from './io.js';
 import { registerRole } from './role.js';
-// run command: see src/cli/run.ts (lands next)
+import { registerRun } from './run.js';
 
 export function buildProgram(): Command {
   const program = new Command('kvm-mmu-emu')
@@ -15,7 +15,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  // registerRun(program);
+  registerRun(program);
   registerRole(program);
   return program;
 }

@@ -93,6 +93,41 @@ export class MmuContext {
     this.role = roleStorage ?? new Uint32Array(2);
   }
 
+  /** Copy role and every reconfiguration product from another context (not stats, not observer). */
+  copyFrom(other: MmuContext): void {
+    this.role.set(other.role.subarray(0, 2));
+    this.rootLevel = other.rootLevel;
+    this.shadowRootLevel = other.shadowRootLevel;
+    this.directMap = other.directMap;
+    this.eptAd = other.eptAd;
+    this.gvaToGpa = other.gvaToGpa;
+    this.pageFault = other.pageFault;
+    this.guestRsvdCheck.copyFrom(other.guestRsvdCheck);
+    this.shadowZeroCheck.copyFrom(other.shadowZeroCheck);
+    this.shadowZeroCheckSet = other.shadowZeroCheckSet;
+    this.permissions.set(other.permissions);
+    this.pkruMask = other.pkruMask;
+  }
+
+  /**
+   * Names of the reconfiguration products (not the role) that differ from
+   * another context's; empty when they agree.
+   */
+  productDifferences(other: MmuContext): string[] {
+    const d: string[] = [];
+    if (this.rootLevel !== other.rootLevel) d.push('rootLevel');
+    if (this.shadowRootLevel !== other.shadowRootLevel) d.push('shadowRootLevel');
+    if (this.directMap !== other.directMap) d.push('directMap');
+    if (this.eptAd !== other.eptAd) d.push('eptAd');
+    if (this.gvaToGpa !== other.gvaToGpa) d.push('gvaToGpa');
+    if (this.pageFault !== other.pageFault) d.push('pageFault');
+    if (!this.guestRsvdCheck.equals(other.guestRsvdCheck)) d.push('guestRsvdCheck');
+    if (!this.shadowZeroCheck.equals(other.shadowZeroCheck)) d.push('shadowZeroCheck');
+    if (this.permissions.some((p, i) => p !== other.permissions[i])) d.push('permissions');
+    if (this.pkruMask !== other.pkruMask) d.push('pkruMask');
+    return d;
+  }
+
   get roleBase(): number {
     return this.role[0]!;
   }

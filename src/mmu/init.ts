@@ -26,16 +26,22 @@ import type { VcpuMmu } from './vcpu-mmu.js';
 export const INIT_PATHS = ['tdp', 'shadow', 'shadow-npt', 'shadow-ept', 'nested'] as const;
 export type InitPath = (typeof INIT_PATHS)[number];
 
-/** Skip test shared by all paths; counts the init. Returns true when skipped. */
-function skipIfUnchanged(ctx: MmuContext, role: Role): boolean {
+/**
+ * Skip test shared by all paths; counts the init and tells the checker hook.
+ * Returns true when skipped. `reconfigure` applies the path's rebuild to a
+ * context (the checker runs it on a scratch copy to see what a forced
+ * rebuild would have produced).
+ */
+function skipIfUnchanged(v: VcpuMmu, ctx: MmuContext, role: Role, reconfigure: (target: MmuContext) => void): boolean {
   ctx.stats.inits++;
-  if (ctx.roleEquals(role.base, role.ext)) {
-    ctx.stats.fastPathHits++;
-    return true;
+  const skipped = ctx.roleEquals(role.base, role.ext);
+  if (skipped) ctx.stats.fastPathHits++;
+  else {
+    ctx.stats.rebuilds++;
+    ctx.storeRole(role.base, role.ext);
   }
-  ctx.stats.rebuilds++;
-  ctx.storeRole(role.base, role.ext);
-  return false;
+  v.hooks.initDecided?.(v, ctx, skipped, role, reconfigure);
+  return skipped;
 }
 
 /** reset_guest_paging_metadata: nothing at all when the role says paging is off. */
@@ -80,7 +86,14 @@ function resetTdpShadowZeroBitsMask(v: VcpuMmu, ctx: MmuContext): void {
 export function initTdpMmu(v: VcpuMmu): boolean {
   const ctx = v.rootMmu;
   const regs = v.roleRegs();
-  if (skipIfUnchanged(ctx, calcTdpRole(regs, v, v.host, ctx.format))) return true;
+  const reconfigure = (c: MmuContext): void => reconfigureTdp(v, c, regs);
+  if (skipIfUnchanged(v, ctx, calcTdpRole(regs, v, v.host, ctx.format), reconfigure)) return true;
+  reconfigure(ctx);
+  return false;
+}
+
+/** What init_kvm_tdp_mmu assigns after storing a new role. */
+function reconfigureTdp(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs): void {
   ctx.pageFault = 'tdp';
   ctx.shadowRootLevel = tdpLevel(v.host, v.maxPhyAddr);
   ctx.directMap = true;
@@ -91,12 +104,18 @@ export function initTdpMmu(v: VcpuMmu): boolean {
   else ctx.gvaToGpa = 'paging32';
   resetGuestPagingMetadata(v, ctx);
   resetTdpShadowZeroBitsMask(v, ctx);
-  return false;
 }
 
 /** shadow_mmu_init_context (shadow paging and shadow NPT). */
 function shadowMmuInitContext(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs, role: Role): boolean {
-  if (skipIfUnchanged(ctx, role)) return true;
+  const reconfigure = (c: MmuContext): void => reconfigureShadow(v, c, regs, role);
+  if (skipIfUnchanged(v, ctx, role, reconfigure)) return true;
+  reconfigure(ctx);
+  return false;
+}
+
+/** What shadow_mmu_init_context assigns after storing a new role. */
+function reconfigureShadow(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs, role: Role): void {
   const reader = 'shadow_mmu_init_context';
   if (!ctx.ext('cr0_pg', reader)) {
     // nonpaging_init_context
@@ -116,7 +135,6 @@ function shadowMmuInitContext(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs, role:
   resetGuestPagingMetadata(v, ctx);
   ctx.shadowRootLevel = role.base & 0xf;
   resetShadowZeroBitsMask(v, ctx);
-  return false;
 }
 
 /** init_kvm_softmmu → kvm_init_shadow_mmu (root_mmu with TDP off). */
@@ -157,7 +175,14 @@ export function initShadowEptMmu(v: VcpuMmu, ept: EptInit): boolean {
   const smm = v.rootMmu.smm('kvm_calc_shadow_ept_root_page_role');
   const role = calcShadowEptRole(smm, ept.accessedDirty, ept.execonly, ept.level, ctx.format);
   newPgd(v, ept.eptp ?? 0n, role.base);
-  if (skipIfUnchanged(ctx, role)) return true;
+  const reconfigure = (c: MmuContext): void => reconfigureShadowEpt(v, c, ept);
+  if (skipIfUnchanged(v, ctx, role, reconfigure)) return true;
+  reconfigure(ctx);
+  return false;
+}
+
+/** What kvm_init_shadow_ept_mmu assigns after storing a new role. */
+function reconfigureShadowEpt(v: VcpuMmu, ctx: MmuContext, ept: EptInit): void {
   ctx.shadowRootLevel = ept.level;
   ctx.eptAd = ept.accessedDirty;
   ctx.pageFault = 'ept';
@@ -170,7 +195,6 @@ export function initShadowEptMmu(v: VcpuMmu, ept: EptInit): boolean {
   // reset_ept_shadow_zero_bits_mask
   resetRsvdsBitsMaskEpt(ctx.shadowZeroCheck, reservedHpaBits(v), ept.execonly, v.host.maxHugePageLevel);
   ctx.shadowZeroCheckSet = true;
-  return false;
 }
 
 /**
@@ -182,14 +206,20 @@ export function initNestedMmu(v: VcpuMmu): boolean {
   const ctx = v.nestedMmu;
   const regs = v.roleRegs();
   const role = calcNestedRole(regs, v, ctx.format);
-  if (skipIfUnchanged(ctx, role)) return true;
+  const reconfigure = (c: MmuContext): void => reconfigureNested(v, c, role);
+  if (skipIfUnchanged(v, ctx, role, reconfigure)) return true;
+  reconfigure(ctx);
+  return false;
+}
+
+/** What init_kvm_nested_mmu assigns after storing a new role. */
+function reconfigureNested(v: VcpuMmu, ctx: MmuContext, role: Role): void {
   ctx.rootLevel = role.base & 0xf;
   if (!(v.cr0 & CR0.PG)) ctx.gvaToGpa = 'nonpaging';
   else if (v.efer & EFER.LMA) ctx.gvaToGpa = 'paging64';
   else if (v.cr4 & CR4.PAE) ctx.gvaToGpa = 'paging64';
   else ctx.gvaToGpa = 'paging32';
   resetGuestPagingMetadata(v, ctx);
-  return false;
 }
 
 /** kvm_init_mmu: nested walk → nested_mmu; else TDP or shadow by tdp_enabled. */
@@ -223,9 +253,10 @@ export function resetContext(v: VcpuMmu): { ctx: MmuContext; skipped: boolean } 
  * nested_mmu while L2 is walked).
  */
 export function afterSetCpuid(v: VcpuMmu): { ctx: MmuContext; skipped: boolean } {
-  v.strategy.invalidate(v.rootMmu);
-  v.strategy.invalidate(v.guestMmu);
-  v.strategy.invalidate(v.nestedMmu);
+  for (const ctx of [v.rootMmu, v.guestMmu, v.nestedMmu]) {
+    v.hooks.beforeInvalidate?.(v, ctx);
+    v.strategy.invalidate(ctx);
+  }
   return resetContext(v);
 }
 

@@ -6,7 +6,7 @@
  * vCPU mutex (kvm-mmu-reference.md §15.7). The init paths live in init.ts.
  */
 import { type CpuidModel, DEFAULT_CPUID, isAmdOrHygon, normaliseCpuid, reservedGpaBits } from '../cpuid/cpuid.js';
-import type { RoleVcpuState } from '../role/compute.js';
+import type { Role, RoleVcpuState } from '../role/compute.js';
 import type { HostSettings } from '../role/host.js';
 import { DEFAULT_HOST } from '../role/host.js';
 import { toRoleRegs, type RoleRegs } from '../role/regs.js';
@@ -19,6 +19,14 @@ export interface VcpuMmuHooks {
   unload?(vmmu: VcpuMmu): void;
   /** __kvm_mmu_new_pgd: switch the current MMU's root to (pgd, role). */
   newPgd?(vmmu: VcpuMmu, pgd: bigint, role: number): void;
+  /** Checker: kvm_mmu_after_set_cpuid is about to invalidate `ctx`. */
+  beforeInvalidate?(vmmu: VcpuMmu, ctx: MmuContext): void;
+  /**
+   * Checker: an init path decided (skip or rebuild; on rebuild the new role is
+   * already stored, nothing else yet). `reconfigure` applies this path's
+   * rebuild products to any context.
+   */
+  initDecided?(vmmu: VcpuMmu, ctx: MmuContext, skipped: boolean, role: Role, reconfigure: (target: MmuContext) => void): void;
 }
 
 export interface VcpuMmuOptions {

@@ -1,0 +1,120 @@
+/**
+ * The MMU side of events that change the role inputs (Linux v5.17 x86.c,
+ * svm/nested.c, vmx/nested.c): which context is re-initialised, and whether
+ * with an unload (kvm_mmu_reset_context) or without (kvm_init_mmu on nested
+ * transitions, where the skip path applies). Register validity checks (#GP)
+ * are the vCPU core's; these functions take values that already passed them.
+ */
+import { CR0, CR0_ROLE_BITS, CR4_ROLE_BITS, EFER } from '../role/regs.js';
+import type { MmuContext } from './context.js';
+import { initMmu, initShadowEptMmu, initShadowNptMmu, resetContext, type EptInit } from './init.js';
+import type { VcpuMmu } from './vcpu-mmu.js';
+
+export interface Regs3 {
+  cr0: number;
+  cr4: number;
+  efer: number;
+}
+
+export interface InitOutcome {
+  ctx: MmuContext;
+  skipped: boolean;
+}
+
+/**
+ * kvm_set_cr0 after its checks: the vendor hook (vmx_set_cr0 / svm_set_cr0)
+ * enters or leaves long mode when PG changes with EFER.LME (EFER.LMA follows
+ * PG), then kvm_post_set_cr0 resets the MMU if PG or WP changed.
+ */
+export function postSetCr0(v: VcpuMmu, cr0: number): InitOutcome | null {
+  const old = v.cr0;
+  v.cr0 = cr0 >>> 0;
+  if (v.efer & EFER.LME) v.efer = (v.cr0 & CR0.PG ? v.efer | EFER.LMA : v.efer & ~EFER.LMA) >>> 0;
+  return (old ^ v.cr0) & CR0_ROLE_BITS ? resetContext(v) : null;
+}
+
+/**
+ * kvm_post_set_cr4: a role bit changed → reset. (PCIDE → MMU_RELOAD and
+ * PGE → TLB_FLUSH_GUEST requests are the vCPU core's.)
+ */
+export function postSetCr4(v: VcpuMmu, cr4: number): InitOutcome | null {
+  const old = v.cr4;
+  v.cr4 = cr4 >>> 0;
+  return (old ^ v.cr4) & CR4_ROLE_BITS ? resetContext(v) : null;
+}
+
+/**
+ * set_efer: LMA is kept from the current value (it follows CR0.PG, see
+ * postSetCr0); reset only if EFER.NX changed.
+ */
+export function postSetEfer(v: VcpuMmu, efer: number): InitOutcome | null {
+  const old = v.efer;
+  v.efer = ((efer & ~EFER.LMA) | (old & EFER.LMA)) >>> 0;
+  return (old ^ v.efer) & EFER.NX ? resetContext(v) : null;
+}
+
+/** kvm_smm_changed (enter_smm / RSM): the SMM flag is in the role → reset. */
+export function smmChanged(v: VcpuMmu, smm: boolean): InitOutcome | null {
+  if (v.smm === smm) return null;
+  v.smm = smm;
+  return resetContext(v);
+}
+
+/** Load L2's (or L1's) registers with the vendor setters: no MMU reset of their own. */
+function loadRegs(v: VcpuMmu, r: Regs3): void {
+  v.cr0 = r.cr0 >>> 0;
+  v.cr4 = r.cr4 >>> 0;
+  v.efer = r.efer >>> 0;
+}
+
+/**
+ * enter_svm_guest_mode with nested NPT: nested_vmcb02_prepare_control runs
+ * nested_svm_init_mmu_context (kvm_init_shadow_npt_mmu with CR0.PG and L1's
+ * CR4/EFER from vmcb01) *before* enter_guest_mode, so the NPT role sees the
+ * guest-mode flag still clear; then L2's registers are loaded and
+ * nested_svm_load_cr3 calls kvm_init_mmu (nested_mmu).
+ */
+export function enterGuestNpt(v: VcpuMmu, l1: Regs3, l2: Regs3, nestedCr3 = 0n): { guest: InitOutcome; walk: InitOutcome } {
+  v.mmu = v.guestMmu;
+  const skipped = initShadowNptMmu(v, CR0.PG, l1.cr4, l1.efer, nestedCr3);
+  v.walkMmu = v.nestedMmu;
+  v.guestMode = true;
+  loadRegs(v, l2);
+  return { guest: { ctx: v.guestMmu, skipped }, walk: initMmu(v) };
+}
+
+/**
+ * nested_vmx_enter_non_root_mode with nested EPT: enter_guest_mode, then
+ * prepare_vmcs02 → nested_ept_init_mmu_context (kvm_init_shadow_ept_mmu),
+ * L2's registers, nested_vmx_load_cr3 → kvm_init_mmu (nested_mmu).
+ */
+export function enterGuestEpt(v: VcpuMmu, ept: EptInit, l2: Regs3): { guest: InitOutcome; walk: InitOutcome } {
+  v.guestMode = true;
+  v.mmu = v.guestMmu;
+  const skipped = initShadowEptMmu(v, ept);
+  v.walkMmu = v.nestedMmu;
+  loadRegs(v, l2);
+  return { guest: { ctx: v.guestMmu, skipped }, walk: initMmu(v) };
+}
+
+/**
+ * Nested entry without nested TDP (L1 shadows L2 itself): guest mode on, L2's
+ * registers, then kvm_mmu_new_pgd + kvm_init_mmu on root_mmu.
+ */
+export function enterGuestShadow(v: VcpuMmu, l2: Regs3): InitOutcome {
+  v.guestMode = true;
+  loadRegs(v, l2);
+  return initMmu(v);
+}
+
+/**
+ * Nested VM-exit (nested_svm_vmexit / load_vmcs12_host_state): leave guest
+ * mode, L1's registers, point both MMU pointers at root_mmu, then
+ * nested_*_load_cr3 → kvm_init_mmu (root_mmu; no unload, skip path applies).
+ */
+export function leaveGuest(v: VcpuMmu, l1: Regs3): InitOutcome {
+  v.guestMode = false;
+  loadRegs(v, l1);
+  v.useContexts(false);
+  return initMmu(v);
+}

@@ -130,7 +130,7 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, value: unknown, whe
   const lines = r.error.issues.slice(0, 8).map((iss) => {
     const field = formatFieldPath(iss.path);
     const got = describeValue(value, iss.path);
-    if (got === 'missing') return `${where}: ${field}: required field is missing`;
+    if (got === 'missing') return `${where}: ${field}: ${iss.code === 'custom' ? iss.message : 'required field is missing'}`;
     return `${where}: ${field}: ${iss.message} (got ${got})`;
   });
   if (r.error.issues.length > 8) lines.push(`${where}: ... and ${r.error.issues.length - 8} more`);

@@ -1,0 +1,133 @@
+/**
+ * The CLI as a user runs it: a child process per command, checking output and
+ * exit codes (0 ok, 2 usage or input error), including many kinds of bad input.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const cli = join(root, 'dist/src/cli/main.js');
+
+function run(args: string[], input?: string) {
+  const r = spawnSync(process.execPath, [cli, ...args], { cwd: root, input, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+beforeAll(() => {
+  if (!existsSync(cli)) {
+    const r = spawnSync('npx', ['tsc', '-p', '.'], { cwd: root, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`build failed: ${r.stdout}${r.stderr}`);
+  }
+});
+
+describe('kvm-mmu-emu CLI', () => {
+  it('--help lists the commands', () => {
+    const r = run(['--help']);
+    expect(r.code).toBe(0);
+    for (const c of ['run', 'role']) expect(r.out).toContain(c);
+  });
+
+  it('role --help and role compute --help show examples', () => {
+    expect(run(['role', '--help']).out).toMatch(/compute|replay|decode/);
+    const r = run(['role', 'compute', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('Examples:');
+  });
+
+  it('role decode prints every field and the kvmmmu notation', () => {
+    const r = run(['role', 'decode', '0x00003784', '--ext', '0x28d']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/level\s+4/);
+    expect(r.out).toMatch(/efer_lma\s+1/);
+    expect(r.out).toContain('kvmmmu: l4 8-byte q0 direct wux nxe ad');
+  });
+
+  it('role decode --json in the level-zero layout', () => {
+    const r = run(['role', 'decode', '0x20780', '--ext', '0x1', '--strategy', 'level-zero', '--json']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.extLayout).toBe('no-valid');
+    expect(j.extFields.execonly).toBe(1);
+    expect(j.baseFields.guest_mode).toBe(1);
+  });
+
+  it('role compute reads a file and stdin and prints one JSON result per state', () => {
+    const a = run(['role', 'compute', 'examples/role-states.json']);
+    expect(a.code).toBe(0);
+    const results = JSON.parse(a.out);
+    expect(results).toHaveLength(6);
+    expect(results[0].base).toBe('0x00020784');
+    const b = run(['role', 'compute', '-'], JSON.stringify([require0()]));
+    expect(b.code).toBe(0);
+    expect(JSON.parse(b.out)).toMatchObject([{ rootLevel: 0, shadowZeroCheck: null, newPgdRole: null, gvaToGpa: 'nonpaging' }]);
+  });
+
+  it('role replay runs a sequence under a strategy', () => {
+    const r = run(['role', 'replay', 'examples/role-sequence.json', '--strategy', 'level-zero']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.out);
+    expect(out[4]).toMatchObject({ mmu: 'nested', skipped: true });
+  });
+
+  it('run compares the five strategies and ends with a conclusion line', () => {
+    const r = run(['run', '--ops', '300', '--vcpus', '3']);
+    expect(r.code).toBe(0);
+    for (const s of ['valid-bit', 'level-zero', 'cpuid-stale', 'word-zero', 'invalid-bit']) expect(r.out).toContain(s);
+    expect(r.out.trim().split('\n').at(-1)).toMatch(/forced every rebuild|no strategy was clean/);
+  });
+
+  it('run --json is machine-readable', () => {
+    const r = run(['run', '--ops', '200', '--vcpus', '2', '--strategy', 'word-zero', '--json']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.results).toHaveLength(1);
+    expect(j.results[0].strategy).toBe('word-zero');
+    expect(j.results[0].ops).toBe(400);
+  });
+});
+
+function require0() {
+  return {
+    path: 'nested', cr0: '0x11', cr4: '0x0', efer: '0x0', smm: false, guestMode: true,
+    cpuid: { vendor: 'intel', maxPhyAddr: 46, gbpages: true, pse36: true, pku: false, la57: false, smep: false, smap: false, nx: true },
+    host: { tdpEnabled: true, maxTdpLevel: 4, vendor: 'intel', tdpForcedRootLevel: 0, adDisabled: false, gbpages: true, physBits: 46, maxHugePageLevel: 3 },
+  };
+}
+
+describe('bad input: exit code 2, a message naming what is wrong, never a stack trace', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-emu-cli-'));
+  const file = (name: string, text: string) => {
+    const p = join(dir, name);
+    writeFileSync(p, text);
+    return p;
+  };
+  const state = require0();
+  const cases: [string, () => string[], RegExp, string?][] = [
+    ['unknown command', () => ['frobnicate'], /unknown command/],
+    ['unknown option', () => ['run', '--bogus'], /unknown option/],
+    ['unknown strategy', () => ['role', 'compute', '--strategy', 'nope', 'examples/role-states.json'], /--strategy: unknown strategy "nope"/],
+    ['missing file', () => ['role', 'compute', join(dir, 'absent.json')], /no such file/],
+    ['a directory', () => ['role', 'compute', dir], /is a directory/],
+    ['invalid JSON', () => ['role', 'compute', file('bad.json', '[{')], /not valid JSON/],
+    ['unknown path', () => ['role', 'compute', file('p.json', JSON.stringify([state, { ...state, path: 'ept' }]))], /state 1: path: expected one of/],
+    ['MAXPHYADDR out of range', () => ['role', 'compute', file('m.json', JSON.stringify([{ ...state, cpuid: { ...state.cpuid, maxPhyAddr: 31 } }]))], /state 0: cpuid\.maxPhyAddr: expected an integer in 32\.\.52 \(got 31\)/],
+    ['missing field', () => ['role', 'compute', file('f.json', JSON.stringify([{ ...state, efer: undefined }]))], /state 0: efer: required field is missing/],
+    ['bad decode word', () => ['role', 'decode', 'xyz'], /HEX: expected a 32-bit hex word/],
+    ['bad --ext word', () => ['role', 'decode', '0x1', '--ext', '0x123456789'], /--ext: expected a 32-bit hex word/],
+    ['replay without steps', () => ['role', 'replay', file('r.json', JSON.stringify({ host: state.host, cpuid: state.cpuid }))], /sequence: steps: required field is missing/],
+    ['run --vcpus 0', () => ['run', '--vcpus', '0'], /--vcpus: expected an integer in 1\.\./],
+    ['replay with no file', () => ['role', 'replay'], /missing required argument/],
+  ];
+  for (const [what, args, msg] of cases) {
+    it(what, () => {
+      const r = run(args());
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(msg);
+      expect(r.err).not.toMatch(/\n\s+at /);
+    });
+  }
+});

@@ -27,21 +27,19 @@ export const INIT_PATHS = ['tdp', 'shadow', 'shadow-npt', 'shadow-ept', 'nested'
 export type InitPath = (typeof INIT_PATHS)[number];
 
 /**
- * Skip test shared by all paths; counts the init and tells the checker hook.
- * Returns true when skipped. `reconfigure` applies the path's rebuild to a
- * context (the checker runs it on a scratch copy to see what a forced
- * rebuild would have produced).
+ * Skip test shared by all paths: counts the init; on a miss stores the new
+ * role. Returns true when skipped. Callers then tell the checker hook (only
+ * when one is attached, so the fast path allocates nothing for it).
  */
-function skipIfUnchanged(v: VcpuMmu, ctx: MmuContext, role: Role, reconfigure: (target: MmuContext) => void): boolean {
+function skipIfUnchanged(ctx: MmuContext, role: Role): boolean {
   ctx.stats.inits++;
-  const skipped = ctx.roleEquals(role.base, role.ext);
-  if (skipped) ctx.stats.fastPathHits++;
-  else {
-    ctx.stats.rebuilds++;
-    ctx.storeRole(role.base, role.ext);
+  if (ctx.roleEquals(role.base, role.ext)) {
+    ctx.stats.fastPathHits++;
+    return true;
   }
-  v.hooks.initDecided?.(v, ctx, skipped, role, reconfigure);
-  return skipped;
+  ctx.stats.rebuilds++;
+  ctx.storeRole(role.base, role.ext);
+  return false;
 }
 
 /** reset_guest_paging_metadata: nothing at all when the role says paging is off. */
@@ -62,8 +60,9 @@ function resetGuestPagingMetadata(v: VcpuMmu, ctx: MmuContext): void {
   updatePkruBitmask(ctx);
 }
 
-/** reserved_hpa_bits(): rsvd_bits(shadow_phys_bits, 63). */
-const reservedHpaBits = (v: VcpuMmu): bigint => rsvdBits(v.host.physBits, 63);
+/** reserved_hpa_bits(): rsvd_bits(shadow_phys_bits, 63), precomputed per width. */
+const HPA_RSVD: readonly bigint[] = Array.from({ length: 65 }, (_, bits) => rsvdBits(bits, 63));
+const reservedHpaBits = (v: VcpuMmu): bigint => HPA_RSVD[v.host.physBits]!;
 
 /** reset_shadow_zero_bits_mask (shadow paging and shadow NPT). SME mask: not modelled (0). */
 function resetShadowZeroBitsMask(v: VcpuMmu, ctx: MmuContext): void {
@@ -86,9 +85,11 @@ function resetTdpShadowZeroBitsMask(v: VcpuMmu, ctx: MmuContext): void {
 export function initTdpMmu(v: VcpuMmu): boolean {
   const ctx = v.rootMmu;
   const regs = v.roleRegs();
-  const reconfigure = (c: MmuContext): void => reconfigureTdp(v, c, regs);
-  if (skipIfUnchanged(v, ctx, calcTdpRole(regs, v, v.host, ctx.format), reconfigure)) return true;
-  reconfigure(ctx);
+  const role = calcTdpRole(regs, v, v.host, ctx.format);
+  const skipped = skipIfUnchanged(ctx, role);
+  if (v.hooks.initDecided) v.hooks.initDecided(v, ctx, skipped, role, (c) => reconfigureTdp(v, c, regs));
+  if (skipped) return true;
+  reconfigureTdp(v, ctx, regs);
   return false;
 }
 
@@ -108,9 +109,10 @@ function reconfigureTdp(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs): void {
 
 /** shadow_mmu_init_context (shadow paging and shadow NPT). */
 function shadowMmuInitContext(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs, role: Role): boolean {
-  const reconfigure = (c: MmuContext): void => reconfigureShadow(v, c, regs, role);
-  if (skipIfUnchanged(v, ctx, role, reconfigure)) return true;
-  reconfigure(ctx);
+  const skipped = skipIfUnchanged(ctx, role);
+  if (v.hooks.initDecided) v.hooks.initDecided(v, ctx, skipped, role, (c) => reconfigureShadow(v, c, regs, role));
+  if (skipped) return true;
+  reconfigureShadow(v, ctx, regs, role);
   return false;
 }
 
@@ -175,9 +177,10 @@ export function initShadowEptMmu(v: VcpuMmu, ept: EptInit): boolean {
   const smm = v.rootMmu.smm('kvm_calc_shadow_ept_root_page_role');
   const role = calcShadowEptRole(smm, ept.accessedDirty, ept.execonly, ept.level, ctx.format);
   newPgd(v, ept.eptp ?? 0n, role.base);
-  const reconfigure = (c: MmuContext): void => reconfigureShadowEpt(v, c, ept);
-  if (skipIfUnchanged(v, ctx, role, reconfigure)) return true;
-  reconfigure(ctx);
+  const skipped = skipIfUnchanged(ctx, role);
+  if (v.hooks.initDecided) v.hooks.initDecided(v, ctx, skipped, role, (c) => reconfigureShadowEpt(v, c, ept));
+  if (skipped) return true;
+  reconfigureShadowEpt(v, ctx, ept);
   return false;
 }
 
@@ -206,9 +209,10 @@ export function initNestedMmu(v: VcpuMmu): boolean {
   const ctx = v.nestedMmu;
   const regs = v.roleRegs();
   const role = calcNestedRole(regs, v, ctx.format);
-  const reconfigure = (c: MmuContext): void => reconfigureNested(v, c, role);
-  if (skipIfUnchanged(v, ctx, role, reconfigure)) return true;
-  reconfigure(ctx);
+  const skipped = skipIfUnchanged(ctx, role);
+  if (v.hooks.initDecided) v.hooks.initDecided(v, ctx, skipped, role, (c) => reconfigureNested(v, c, role));
+  if (skipped) return true;
+  reconfigureNested(v, ctx, role);
   return false;
 }
 

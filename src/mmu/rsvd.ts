@@ -20,6 +20,7 @@ const R_3_7 = rsvdBits(3, 7);
 const R_3_6 = rsvdBits(3, 6);
 const R_12_29 = rsvdBits(12, 29);
 const R_12_20 = rsvdBits(12, 20);
+const BIT8 = rsvdBits(8, 8);
 
 /** __reset_rsvds_bits_mask: legacy format for a paging depth of `level`. */
 export function resetRsvdsBitsMask(
@@ -37,7 +38,7 @@ export function resetRsvdsBitsMask(
   // NX does not exist in PDPTEs; that case is handled below.
   if (!nx) high |= BIT63;
   // Non-leaf PML4Es and PDPEs reserve bit 8 on AMD CPUs only.
-  const nonleafBit8Rsvd = amd ? rsvdBits(8, 8) : 0n;
+  const nonleafBit8Rsvd = amd ? BIT8 : 0n;
 
   switch (level) {
     case 2:
@@ -77,7 +78,7 @@ export function resetRsvdsBitsMask(
 }
 
 /** EPT `bad_mt_xwr`: memtypes 2, 3, 7 and XWR 010, 110 (and 100 unless execonly). */
-export function eptBadMtXwr(execonly: boolean): bigint {
+function computeEptBadMtXwr(execonly: boolean): bigint {
   const repeatByte = (b: bigint): bigint => b * 0x0101010101010101n;
   let v = (0xffn << 16n) | (0xffn << 24n) | (0xffn << 56n);
   v |= repeatByte(1n << 2n);
@@ -85,6 +86,9 @@ export function eptBadMtXwr(execonly: boolean): bigint {
   if (!execonly) v |= repeatByte(1n << 4n);
   return v;
 }
+const BAD_MT_XWR_EXECONLY = computeEptBadMtXwr(true);
+const BAD_MT_XWR = computeEptBadMtXwr(false);
+export const eptBadMtXwr = (execonly: boolean): bigint => (execonly ? BAD_MT_XWR_EXECONLY : BAD_MT_XWR);
 
 /** __reset_rsvds_bits_mask_ept: all ten entries and bad_mt_xwr. */
 export function resetRsvdsBitsMaskEpt(check: RsvdBitsValidate, paBitsRsvd: bigint, execonly: boolean, hugePageLevel: number): void {

@@ -7,6 +7,7 @@
 import { Command, CommanderError } from 'commander';
 import { EXIT, UsageError } from './io.js';
 import { registerRole } from './role.js';
+import { registerBench } from './bench.js';
 import { registerRun } from './run.js';
 
 export function buildProgram(): Command {
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerRun(program);
   registerRole(program);
+  registerBench(program);
   return program;
 }
 

@@ -7,6 +7,7 @@
  */
 import {
   calcNestedRole,
+  calcRootPageRole,
   calcShadowEptRole,
   calcShadowNptRole,
   calcShadowRole,
@@ -237,6 +238,14 @@ export function initMmu(v: VcpuMmu): { ctx: MmuContext; skipped: boolean } {
 export function mmuUnload(v: VcpuMmu): void {
   v.unloads++;
   v.hooks.unload?.(v);
+}
+
+/**
+ * kvm_mmu_new_pgd (CR3 load, nested CR3 load without nested TDP): look up
+ * cached roots with the base-only role of kvm_mmu_calc_root_page_role.
+ */
+export function kvmMmuNewPgd(v: VcpuMmu, pgd: bigint): void {
+  newPgd(v, pgd, calcRootPageRole(v.roleRegs(), v, v.host));
 }
 
 /** __kvm_mmu_new_pgd: root-cache switch, delegated to the shadow module. */

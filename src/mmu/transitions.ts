@@ -1,13 +1,12 @@
 /**
- * The MMU side of events that change the role inputs (Linux v5.17 x86.c,
- * svm/nested.c, vmx/nested.c): which context is re-initialised, and whether
- * with an unload (kvm_mmu_reset_context) or without (kvm_init_mmu on nested
- * transitions, where the skip path applies). Register validity checks (#GP)
- * are the vCPU core's; these functions take values that already passed them.
+ * The MMU side of nested VM entry and exit (Linux v5.17 svm/nested.c,
+ * vmx/nested.c): which contexts become current and which init runs —
+ * kvm_init_mmu without an unload, so the skip path applies. Register writes
+ * and their resets are in src/vcpu (cr-checks.ts, exits.ts).
  */
-import { CR0, CR0_ROLE_BITS, CR4_ROLE_BITS, EFER } from '../role/regs.js';
+import { CR0 } from '../role/regs.js';
 import type { MmuContext } from './context.js';
-import { initMmu, initShadowEptMmu, initShadowNptMmu, resetContext, type EptInit } from './init.js';
+import { initMmu, initShadowEptMmu, initShadowNptMmu, type EptInit } from './init.js';
 import type { VcpuMmu } from './vcpu-mmu.js';
 
 export interface Regs3 {
@@ -19,45 +18,6 @@ export interface Regs3 {
 export interface InitOutcome {
   ctx: MmuContext;
   skipped: boolean;
-}
-
-/**
- * kvm_set_cr0 after its checks: the vendor hook (vmx_set_cr0 / svm_set_cr0)
- * enters or leaves long mode when PG changes with EFER.LME (EFER.LMA follows
- * PG), then kvm_post_set_cr0 resets the MMU if PG or WP changed.
- */
-export function postSetCr0(v: VcpuMmu, cr0: number): InitOutcome | null {
-  const old = v.cr0;
-  v.cr0 = cr0 >>> 0;
-  if (v.efer & EFER.LME) v.efer = (v.cr0 & CR0.PG ? v.efer | EFER.LMA : v.efer & ~EFER.LMA) >>> 0;
-  return (old ^ v.cr0) & CR0_ROLE_BITS ? resetContext(v) : null;
-}
-
-/**
- * kvm_post_set_cr4: a role bit changed → reset. (PCIDE → MMU_RELOAD and
- * PGE → TLB_FLUSH_GUEST requests are the vCPU core's.)
- */
-export function postSetCr4(v: VcpuMmu, cr4: number): InitOutcome | null {
-  const old = v.cr4;
-  v.cr4 = cr4 >>> 0;
-  return (old ^ v.cr4) & CR4_ROLE_BITS ? resetContext(v) : null;
-}
-
-/**
- * set_efer: LMA is kept from the current value (it follows CR0.PG, see
- * postSetCr0); reset only if EFER.NX changed.
- */
-export function postSetEfer(v: VcpuMmu, efer: number): InitOutcome | null {
-  const old = v.efer;
-  v.efer = ((efer & ~EFER.LMA) | (old & EFER.LMA)) >>> 0;
-  return (old ^ v.efer) & EFER.NX ? resetContext(v) : null;
-}
-
-/** kvm_smm_changed (enter_smm / RSM): the SMM flag is in the role → reset. */
-export function smmChanged(v: VcpuMmu, smm: boolean): InitOutcome | null {
-  if (v.smm === smm) return null;
-  v.smm = smm;
-  return resetContext(v);
 }
 
 /** Load L2's (or L1's) registers with the vendor setters: no MMU reset of their own. */

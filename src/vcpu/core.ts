@@ -1,0 +1,248 @@
+/**
+ * The vCPU core: one vCPU's run loop over shared memory and its own locals,
+ * modelled on Linux v5.17 `vcpu_enter_guest` / `vcpu_run` (arch/x86/kvm/x86.c).
+ * Host-agnostic: it never touches worker, piscina or comlink APIs, so the
+ * same core runs on a worker thread or under an in-thread scheduler.
+ *
+ * One call of `run(budget)`: process requests in KVM's order; if halted,
+ * return 'halt'; otherwise enter guest mode with KVM's ordering (store
+ * mode = IN_GUEST, then load requests — Atomics are sequentially consistent,
+ * so this is the full barrier — and back out if any is pending); execute guest
+ * operations until one is a VM exit, the vCPU is kicked (mode no longer
+ * IN_GUEST) or the budget is spent; leave guest mode; handle the exit
+ * outside guest mode. Repeat until the budget is spent or the host is needed.
+ */
+import { cpuidEqual, type CpuidModel } from '../cpuid/cpuid.js';
+import { decodeCpuid } from '../cpuid/shared.js';
+import { mmuUnload, setCpuid } from '../mmu/init.js';
+import type { InvalidationStrategy } from '../mmu/strategies.js';
+import { VcpuMmu } from '../mmu/vcpu-mmu.js';
+import type { HostSettings } from '../role/host.js';
+import { handleExit, type ExitOutcome } from './exits.js';
+import { runsInGuestMode, type GuestOp, type GuestProgram, type GuestView, type NestedKind } from './guest-ops.js';
+import { checkRequest, MODE, REQ } from './requests.js';
+import { REG_INDEX, STAT_INDEX, VCPU_FLAG, type VcpuRecord, type VcpuStat } from './vcpu-layout.js';
+
+export type CpuidPolicy = 'strict' | 'legacy';
+
+/** Why `run` returned to its host. */
+export type ExitReason = 'budget' | 'halt' | 'userspace' | 'stop';
+
+export interface VcpuCoreOptions {
+  id: number;
+  record: VcpuRecord;
+  host: HostSettings;
+  cpuid: CpuidModel;
+  strategy: InvalidationStrategy;
+  policy: CpuidPolicy;
+  program: GuestProgram;
+  /** Hooks for the shadow MMU and checkers (optional). */
+  onGuestAccess?: (core: VcpuCore, op: Extract<GuestOp, { k: 'access' }>) => void;
+}
+
+/** CPUID_UPDATE outcomes stored in `cpuidResult`. */
+export const CPUID_RESULT = { APPLIED: 0, IDENTICAL: 1, REFUSED: 2 } as const;
+
+export class VcpuCore implements GuestView {
+  readonly id: number;
+  readonly rec: VcpuRecord;
+  readonly mmu: VcpuMmu;
+  readonly policy: CpuidPolicy;
+  private readonly program: GuestProgram;
+  private readonly onGuestAccess: VcpuCoreOptions['onGuestAccess'];
+
+  /** Full 64-bit architectural registers; the MMU holds their low halves. */
+  cr0 = 0n;
+  cr3 = 0n;
+  cr4 = 0n;
+  efer = 0n;
+  /** L1's registers, saved while L2 runs. */
+  l1: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | null = null;
+  nestedKind: NestedKind | null = null;
+  nestedRoot = 0n;
+  /** KVM_MP_STATE_HALTED: set by HLT, cleared by a wake-up. */
+  halted = false;
+  /** The vCPU has entered the guest at least once (last_vmentry_cpu != -1). */
+  hasRun = false;
+  /** SMRAM state save area: the registers RSM restores. */
+  smram: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | null = null;
+
+  constructor(o: VcpuCoreOptions) {
+    this.id = o.id;
+    this.rec = o.record;
+    this.policy = o.policy;
+    this.program = o.program;
+    this.onGuestAccess = o.onGuestAccess;
+    this.mmu = new VcpuMmu({ host: o.host, cpuid: o.cpuid, strategy: o.strategy, roleStorage: o.record.roles });
+    this.publish();
+  }
+
+  get smm(): boolean {
+    return this.mmu.smm;
+  }
+
+  get guestMode(): boolean {
+    return this.mmu.guestMode;
+  }
+
+  get cpuid(): CpuidModel {
+    return this.mmu.cpuid;
+  }
+
+  count(stat: VcpuStat, n = 1): void {
+    this.rec.stats[STAT_INDEX[stat]]! += n;
+  }
+
+  /** One KVM_RUN slice: at most `budget` guest operations. */
+  run(budget: number): ExitReason {
+    let done = 0;
+    while (done < budget) {
+      const r = this.processRequests();
+      if (r) return this.leave(r);
+      if (this.halted) return this.leave('halt');
+      if (!this.enterGuest()) continue;
+      let exitOp: GuestOp | null = null;
+      // In guest mode: accesses run here; anything else is a VM exit.
+      while (done < budget) {
+        if (Atomics.load(this.rec.mode, 0) !== MODE.IN_GUEST) break; // kicked ("IPI")
+        const op = this.program.next(this);
+        done++;
+        this.count('guestOps');
+        if (runsInGuestMode(op)) this.onGuestAccess?.(this, op as Extract<GuestOp, { k: 'access' }>);
+        else {
+          exitOp = op;
+          break;
+        }
+      }
+      this.exitGuest();
+      if (exitOp) this.applyExit(handleExit(this, exitOp));
+    }
+    return this.leave('budget');
+  }
+
+  private applyExit(o: ExitOutcome): void {
+    if (o === 'gp') this.count('gpFaults');
+    else if (o === 'halt') {
+      this.halted = true;
+      this.count('halts');
+    }
+  }
+
+  /**
+   * Entry with KVM's ordering: mode = IN_GUEST, full barrier, then if any
+   * request is pending (or a kick already flipped the mode) back out.
+   */
+  private enterGuest(): boolean {
+    const { mode, requests } = this.rec;
+    Atomics.store(mode, 0, MODE.IN_GUEST);
+    if (Atomics.load(requests, 0) !== 0 || Atomics.load(mode, 0) !== MODE.IN_GUEST) {
+      this.count('entriesBackedOut');
+      this.toOutside();
+      return false;
+    }
+    if (!this.hasRun) {
+      this.hasRun = true;
+      Atomics.store(this.rec.ran, 0, 1);
+    }
+    this.count('guestEntries');
+    return true;
+  }
+
+  private exitGuest(): void {
+    this.toOutside();
+  }
+
+  /** mode = OUTSIDE, then announce it to waiting requesters (the "IPI ack"). */
+  private toOutside(): void {
+    Atomics.store(this.rec.mode, 0, MODE.OUTSIDE_GUEST);
+    Atomics.add(this.rec.outsideEpoch, 0, 1);
+    Atomics.notify(this.rec.outsideEpoch, 0);
+  }
+
+  /** Requests in vcpu_enter_guest's order. Returns a reason to go back to the host, if any. */
+  private processRequests(): ExitReason | null {
+    const q = this.rec.requests;
+    if (Atomics.load(q, 0) === 0) return null;
+    if (checkRequest(q, 0, REQ.STOP)) return 'stop';
+    if (checkRequest(q, 0, REQ.CPUID_UPDATE)) this.applyPostedCpuid();
+    if (checkRequest(q, 0, REQ.MMU_RELOAD)) {
+      mmuUnload(this.mmu);
+      this.count('mmuUnloads');
+    }
+    if (checkRequest(q, 0, REQ.MMU_SYNC)) this.count('requestsHandled');
+    if (checkRequest(q, 0, REQ.LOAD_MMU_PGD)) this.count('requestsHandled');
+    if (checkRequest(q, 0, REQ.TLB_FLUSH)) {
+      // kvm_vcpu_flush_tlb_all also satisfies a pending TLB_FLUSH_CURRENT.
+      checkRequest(q, 0, REQ.TLB_FLUSH_CURRENT);
+      this.count('tlbFlushes');
+    }
+    if (checkRequest(q, 0, REQ.TLB_FLUSH_CURRENT)) this.count('tlbFlushes');
+    if (checkRequest(q, 0, REQ.TLB_FLUSH_GUEST)) this.count('tlbFlushes');
+    if (checkRequest(q, 0, REQ.TRIPLE_FAULT)) this.count('requestsHandled');
+    if (checkRequest(q, 0, REQ.USERSPACE_EXIT)) return 'userspace';
+    return null;
+  }
+
+  /**
+   * CPUID_UPDATE: the posted table, applied as KVM_SET_CPUID2 would be under
+   * this VM's policy, then kvm_mmu_after_set_cpuid; the outcome is stored
+   * before the epoch so a waiter that sees the epoch sees the outcome.
+   */
+  private applyPostedCpuid(): void {
+    const epoch = Atomics.load(this.rec.cpuidPostedEpoch, 0);
+    const result = this.setCpuid(decodeCpuid(this.rec.cpuidPosted));
+    Atomics.store(this.rec.cpuidResult, 0, result);
+    Atomics.store(this.rec.cpuidAppliedEpoch, 0, epoch);
+    Atomics.notify(this.rec.cpuidAppliedEpoch, 0);
+  }
+
+  /** KVM_SET_CPUID2 (kvm_set_cpuid): strict refuses a changed table after the first run. */
+  setCpuid(cpuid: CpuidModel): (typeof CPUID_RESULT)[keyof typeof CPUID_RESULT] {
+    if (this.policy === 'strict' && this.hasRun) {
+      if (cpuidEqual(cpuid, this.mmu.cpuid)) return CPUID_RESULT.IDENTICAL;
+      this.count('cpuidRefused');
+      return CPUID_RESULT.REFUSED;
+    }
+    setCpuid(this.mmu, cpuid);
+    this.count('cpuidApplied');
+    this.count('mmuResets');
+    return CPUID_RESULT.APPLIED;
+  }
+
+  /** Back to the host: publish the state others may snapshot. */
+  private leave(r: ExitReason): ExitReason {
+    this.publish();
+    return r;
+  }
+
+  /** Publish registers, flags and MMU counters to the shared record. */
+  publish(): void {
+    const { regs, flags, stats } = this.rec;
+    Atomics.store(regs, REG_INDEX.cr0, this.cr0);
+    Atomics.store(regs, REG_INDEX.cr3, this.cr3);
+    Atomics.store(regs, REG_INDEX.cr4, this.cr4);
+    Atomics.store(regs, REG_INDEX.efer, this.efer);
+    Atomics.store(regs, REG_INDEX.l1Cr0, this.l1?.cr0 ?? 0n);
+    Atomics.store(regs, REG_INDEX.l1Cr3, this.l1?.cr3 ?? 0n);
+    Atomics.store(regs, REG_INDEX.l1Cr4, this.l1?.cr4 ?? 0n);
+    Atomics.store(regs, REG_INDEX.l1Efer, this.l1?.efer ?? 0n);
+    Atomics.store(regs, REG_INDEX.nestedRoot, this.nestedRoot);
+    let f = 0;
+    if (this.mmu.smm) f |= VCPU_FLAG.SMM;
+    if (this.mmu.guestMode) f |= VCPU_FLAG.GUEST_MODE;
+    if (this.nestedKind === 'ept') f |= VCPU_FLAG.NESTED_EPT;
+    if (this.nestedKind === 'npt') f |= VCPU_FLAG.NESTED_NPT;
+    Atomics.store(flags, 0, f);
+    let inits = 0;
+    let fast = 0;
+    let rebuilds = 0;
+    for (const c of this.mmu.contexts) {
+      inits += c.stats.inits;
+      fast += c.stats.fastPathHits;
+      rebuilds += c.stats.rebuilds;
+    }
+    stats[STAT_INDEX.mmuInits] = inits;
+    stats[STAT_INDEX.fastPathHits] = fast;
+    stats[STAT_INDEX.rebuilds] = rebuilds;
+  }
+}

@@ -40,3 +40,17 @@ export function testAndClearBit(view: Word32, index: number, bit: number): boole
 
 /** Atomically add; returns the previous value. */
 export const add = (view: Word32, index: number, delta: number): number => Atomics.add(view, index, delta);
+
+/** Result of Atomics.waitAsync (ES2024; present in Node 20, typed here to keep lib ES2022). */
+export type WaitAsyncResult =
+  | { async: false; value: 'not-equal' | 'timed-out' }
+  | { async: true; value: Promise<'ok' | 'timed-out'> };
+
+/**
+ * Wait without blocking the thread until `view[index]` is notified or no
+ * longer equals `expected`, or `timeoutMs` passes (undefined: forever).
+ */
+export async function waitAsync(view: Int32Array, index: number, expected: number, timeoutMs?: number): Promise<'ok' | 'not-equal' | 'timed-out'> {
+  const w = (Atomics as unknown as { waitAsync(v: Int32Array, i: number, e: number, t?: number): WaitAsyncResult }).waitAsync(view, index, expected, timeoutMs);
+  return w.async ? await w.value : w.value;
+}

@@ -144,6 +144,7 @@ export class VcpuCore implements GuestView {
       this.hasRun = true;
       Atomics.store(this.rec.ran, 0, 1);
     }
+    Atomics.add(this.rec.guestEntries, 0, 1);
     this.count('guestEntries');
     return true;
   }

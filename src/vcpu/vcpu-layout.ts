@@ -55,6 +55,10 @@ const VCPU_FIELDS = {
     type: 'i32',
     doc: 'incremented (Atomics.add) by the owner each time its mode returns to OUTSIDE from IN_GUEST, EXITING or READING_SHADOW_PAGE_TABLES, then Atomics.notify. A waiting request snapshots it after setting the request and returns once it changed: the "IPI acknowledged" event.',
   },
+  guestEntries: {
+    type: 'i32',
+    doc: 'guest-mode entries that passed the request re-check. Owner Atomics.add right after the re-check; requesters Atomics.load (tests prove with it that a waiting request never returns while a target is still in the entry it was in).',
+  },
   ran: {
     type: 'i32',
     doc: '0 until the first guest entry (KVM last_vmentry_cpu == -1), then 1. Owner stores; requesters load it for the strict CPUID policy.',

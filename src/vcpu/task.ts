@@ -1,0 +1,53 @@
+/**
+ * What a vCPU host receives to run one vCPU: its index in the VM's record
+ * buffer and the configuration that is plain data (structured-clonable).
+ * `startVcpu` builds the core, the host loop and the control endpoint; the
+ * worker entry point only binds the endpoint to a transport.
+ */
+import type { CpuidModel } from '../cpuid/cpuid.js';
+import { STRATEGIES, type StrategyName } from '../mmu/strategies.js';
+import type { HostSettings } from '../role/host.js';
+import type { VcpuControl } from '../rpc/protocol.js';
+import { RandomGuestProgram, type OpMix } from '../workload/guest-program.js';
+import { vcpuControl } from './control.js';
+import { VcpuCore, type CpuidPolicy } from './core.js';
+import type { NestedKind } from './guest-ops.js';
+import { HostLoop, type HostLoopOptions } from './host-loop.js';
+import { bindVcpu } from './vcpu-layout.js';
+
+export interface VcpuConfig {
+  readonly host: HostSettings;
+  readonly cpuid: CpuidModel;
+  readonly strategy: StrategyName;
+  readonly policy: CpuidPolicy;
+  readonly program: { readonly seed: number; readonly nestedKind: NestedKind; readonly mix?: Partial<OpMix> };
+  readonly loop: HostLoopOptions;
+}
+
+export interface VcpuTask {
+  readonly id: number;
+  /** The VM's vCPU record buffer (VCPU_LAYOUT × vCPU count). */
+  readonly vcpuBuffer: SharedArrayBuffer;
+  readonly config: VcpuConfig;
+}
+
+export interface StartedVcpu {
+  readonly core: VcpuCore;
+  readonly loop: HostLoop;
+  readonly control: VcpuControl;
+}
+
+export function startVcpu(task: VcpuTask): StartedVcpu {
+  const { config } = task;
+  const core = new VcpuCore({
+    id: task.id,
+    record: bindVcpu(task.vcpuBuffer, task.id),
+    host: config.host,
+    cpuid: config.cpuid,
+    strategy: STRATEGIES[config.strategy],
+    policy: config.policy,
+    program: new RandomGuestProgram(config.program),
+  });
+  const loop = new HostLoop(core, config.loop);
+  return { core, loop, control: vcpuControl(core, loop) };
+}

@@ -1,0 +1,249 @@
+/**
+ * The coordinator (the VMM): creates a VM — vCPU records in one
+ * SharedArrayBuffer, one piscina worker per vCPU running one long task —
+ * makes requests with and without waiting, broadcasts CPUID through shared
+ * memory or through the control plane, reports dead vCPUs by id, and shuts
+ * down so the process can exit on its own.
+ */
+import { MessageChannel } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import { DEFAULT_CPUID, normaliseCpuid, type CpuidModel } from '../cpuid/cpuid.js';
+import type { StrategyName } from '../mmu/strategies.js';
+import { DEFAULT_HOST, type HostSettings } from '../role/host.js';
+import { RpcClient } from '../rpc/client.js';
+import { PROTOCOL_VERSION, type RpcResult, type VcpuControl } from '../rpc/protocol.js';
+import type { CpuidPolicy } from '../vcpu/core.js';
+import type { HostLoopOptions } from '../vcpu/host-loop.js';
+import { REQ, type RequestDef } from '../vcpu/requests.js';
+import type { VcpuConfig, VcpuTask } from '../vcpu/task.js';
+import { allocateVcpus, bindVcpu, STAT_INDEX, VCPU_STATS, type VcpuRecord, type VcpuStat } from '../vcpu/vcpu-layout.js';
+import type { OpMix } from '../workload/guest-program.js';
+import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, requestAndKick } from './requests.js';
+import { waitAll, waitOn } from './wait.js';
+
+export const MAX_VCPUS = 4096;
+
+export interface VmOptions {
+  vcpus: number;
+  strategy?: StrategyName;
+  policy?: CpuidPolicy;
+  host?: HostSettings;
+  cpuid?: CpuidModel;
+  seed?: number;
+  mix?: Partial<OpMix>;
+  loop?: Partial<HostLoopOptions>;
+  /** Per-vCPU fault injection for tests: vCPU id → throw after that many guest ops. */
+  throwAfterOps?: ReadonlyMap<number, number>;
+  /** Deadline for control-plane calls and broadcasts (ms). */
+  deadlineMs?: number;
+  /** Leave every vCPU paused after creation (call resumeAll to run them). */
+  startPaused?: boolean;
+}
+
+export interface CpuidBroadcastResult {
+  readonly applied: number[];
+  readonly identical: number[];
+  /** vCPUs that refused (strict policy after their first run). */
+  readonly refused: number[];
+}
+
+const DEFAULT_LOOP: HostLoopOptions = { batch: 256, yieldEvery: 4, haltTimeoutMs: 1 };
+
+/** The compiled worker when running from dist/, the TypeScript one through tsx otherwise. */
+function workerEntry(): { filename: string; execArgv: string[] } {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const url = new URL(`../../workers/vcpu-worker.${fromSource ? 'ts' : 'js'}`, import.meta.url);
+  return { filename: fileURLToPath(url), execArgv: fromSource ? ['--import', 'tsx'] : [] };
+}
+
+export class Vm {
+  readonly records: VcpuRecord[];
+  readonly rpc: RpcClient[] = [];
+  /** vCPU id → why its worker died. */
+  readonly dead = new Map<number, string>();
+  private readonly tasks: Promise<void>[] = [];
+  private cpuidEpoch = 0;
+  private destroyed = false;
+
+  private constructor(
+    readonly options: Required<Pick<VmOptions, 'vcpus' | 'strategy' | 'policy' | 'deadlineMs'>> & VmOptions,
+    readonly buffer: SharedArrayBuffer,
+    private readonly pool: Piscina,
+  ) {
+    this.records = Array.from({ length: options.vcpus }, (_, i) => bindVcpu(buffer, i));
+  }
+
+  get vcpus(): number {
+    return this.records.length;
+  }
+
+  /** Create the VM and start every vCPU; resolves once all answer the control plane. */
+  static async create(opts: VmOptions): Promise<Vm> {
+    if (!Number.isInteger(opts.vcpus) || opts.vcpus < 1 || opts.vcpus > MAX_VCPUS) {
+      throw new RangeError(`vcpus: expected an integer in 1..${MAX_VCPUS}, got ${opts.vcpus}`);
+    }
+    const full = { strategy: 'valid-bit' as StrategyName, policy: 'strict' as CpuidPolicy, deadlineMs: 30_000, ...opts };
+    const cpuid = normaliseCpuid(opts.cpuid ?? DEFAULT_CPUID);
+    const { filename, execArgv } = workerEntry();
+    const pool = new Piscina({
+      filename,
+      execArgv,
+      minThreads: opts.vcpus,
+      maxThreads: opts.vcpus,
+      concurrentTasksPerWorker: 1,
+      // Workers must not park in Atomics.wait between tasks: port messages would not arrive.
+      atomics: 'disabled',
+      idleTimeout: 2 ** 31 - 1,
+    });
+    const vm = new Vm(full, allocateVcpus(opts.vcpus), pool);
+    for (let id = 0; id < opts.vcpus; id++) vm.startVcpu(id, cpuid);
+    const hello = await Promise.all(vm.rpc.map((c) => c.call('hello', PROTOCOL_VERSION)));
+    const bad = hello.map((r, id) => [id, r] as const).filter(([, r]) => !r.ok);
+    if (bad.length) {
+      await vm.destroy();
+      throw new Error(`vCPUs did not start: ${bad.map(([, r]) => (!r.ok ? r.message : '')).join('; ')}`);
+    }
+    // Every vCPU thread exists and answers: now let them all run.
+    if (!opts.startPaused) await vm.resumeAll();
+    return vm;
+  }
+
+  private startVcpu(id: number, cpuid: CpuidModel): void {
+    const o = this.options;
+    const host = o.host ?? DEFAULT_HOST;
+    const config: VcpuConfig = {
+      host,
+      cpuid,
+      strategy: o.strategy,
+      policy: o.policy,
+      program: { seed: ((o.seed ?? 1) * 1_000_003 + id) >>> 0, nestedKind: !host.tdpEnabled ? 'shadow' : host.vendor === 'amd' ? 'npt' : 'ept', mix: o.mix },
+      loop: { ...DEFAULT_LOOP, ...o.loop, throwAfterOps: o.throwAfterOps?.get(id), startPaused: true },
+    };
+    const { port1, port2 } = new MessageChannel();
+    const task: VcpuTask & { port: typeof port2 } = { id, vcpuBuffer: this.buffer, config, port: port2 };
+    const rec = this.records[id]!;
+    this.rpc[id] = new RpcClient(port1, id, () => requestAndKick(rec, id, REQ.USERSPACE_EXIT), o.deadlineMs);
+    this.tasks[id] = this.pool.run(task, { transferList: [port2] }).then(
+      () => undefined,
+      (e: unknown) => {
+        const why = `worker died: ${(e as Error)?.message ?? String(e)}`;
+        this.dead.set(id, why);
+        this.rpc[id]!.markDead(`vCPU ${id}: ${why}`);
+      },
+    );
+  }
+
+  private deadReason = (id: number) => (): string | null => this.dead.get(id) ?? null;
+
+  /**
+   * kvm_make_all_cpus_request: set the request on every target and kick; with
+   * `wait` (and a WAIT request) return only once every target that was in
+   * guest mode has left it. Fails as a whole, naming each vCPU that did not.
+   */
+  async makeAllCpusRequest(req: RequestDef, opts: { targets?: number[]; wait?: boolean } = {}): Promise<void> {
+    this.assertLive();
+    const acks = makeAllCpusRequest(this.records, req, opts.targets);
+    if (!opts.wait || acks.length === 0) return;
+    const deadline = performance.now() + this.options.deadlineMs;
+    const waits = new Map(
+      acks.map((a) => {
+        const rec = this.records[a.vcpu]!;
+        return [a.vcpu, () => waitOn(rec.outsideEpoch, 0, () => acknowledged(rec, a), deadline, this.deadReason(a.vcpu))] as const;
+      }),
+    );
+    await waitAll(`${req.name} request`, waits);
+  }
+
+  /**
+   * CPUID change through shared memory: post the table to each target, make
+   * CPUID_UPDATE, and wait until every target handled it (applied, identical,
+   * or refused by the strict policy).
+   */
+  async broadcastCpuid(cpuid: CpuidModel, targets?: number[]): Promise<CpuidBroadcastResult> {
+    this.assertLive();
+    const list = targets ?? [...this.records.keys()];
+    const epoch = ++this.cpuidEpoch;
+    postCpuid(this.records, normaliseCpuid(cpuid), epoch, list);
+    const deadline = performance.now() + this.options.deadlineMs;
+    const waits = new Map(
+      list.map((id) => {
+        const rec = this.records[id]!;
+        return [id, () => waitOn(rec.cpuidAppliedEpoch, 0, () => cpuidHandled(rec, epoch), deadline, this.deadReason(id))] as const;
+      }),
+    );
+    await waitAll('CPUID broadcast', waits);
+    const out: CpuidBroadcastResult = { applied: [], identical: [], refused: [] };
+    for (const id of list) {
+      const r = Atomics.load(this.records[id]!.cpuidResult, 0);
+      (r === 0 ? out.applied : r === 1 ? out.identical : out.refused).push(id);
+    }
+    return out;
+  }
+
+  /** The same change through the control plane, one vCPU at a time. */
+  async setCpuidViaRpc(cpuid: CpuidModel, targets?: number[]): Promise<RpcResult<string>[]> {
+    const out: RpcResult<string>[] = [];
+    for (const id of targets ?? [...this.records.keys()]) out.push(await this.rpc[id]!.call('setCpuid', cpuid));
+    return out;
+  }
+
+  /** Pause every live vCPU (each leaves its run loop and stays out). */
+  async pauseAll(): Promise<void> {
+    await this.callAll('pause');
+  }
+
+  async resumeAll(): Promise<void> {
+    await this.callAll('resume');
+  }
+
+  /** A call on every live vCPU; throws naming each vCPU whose call failed. */
+  private async callAll(method: 'pause' | 'resume'): Promise<void> {
+    const ids = [...this.records.keys()].filter((id) => !this.dead.has(id));
+    const res = await Promise.all(ids.map((id) => this.rpc[id]!.call(method)));
+    const bad = res.map((r, i) => [ids[i]!, r] as const).filter(([, r]) => !r.ok);
+    if (bad.length) throw new Error(`${method}: ${bad.map(([id, r]) => `vCPU ${id}: ${!r.ok ? r.message : ''}`).join('; ')}`);
+  }
+
+  /** A control-plane call on one vCPU. */
+  call<M extends keyof VcpuControl>(id: number, method: M, ...args: Parameters<VcpuControl[M]>) {
+    const c = this.rpc[id];
+    if (!c) throw new RangeError(`no vCPU ${id} (the VM has ${this.vcpus})`);
+    return c.call(method, ...args);
+  }
+
+  /** Counters of one vCPU, read from shared memory (no message). */
+  vcpuStats(id: number): Record<VcpuStat, number> {
+    const s = this.records[id]!.stats;
+    return Object.fromEntries(VCPU_STATS.map((k) => [k, s[STAT_INDEX[k]]!])) as Record<VcpuStat, number>;
+  }
+
+  /** Counters summed over all vCPUs (dead ones included: their last published values). */
+  totals(): Record<VcpuStat, number> {
+    const t = Object.fromEntries(VCPU_STATS.map((k) => [k, 0])) as Record<VcpuStat, number>;
+    for (let i = 0; i < this.vcpus; i++) for (const k of VCPU_STATS) t[k] += this.records[i]!.stats[STAT_INDEX[k]]!;
+    return t;
+  }
+
+  private assertLive(): void {
+    if (this.destroyed) throw new Error('the VM was destroyed');
+  }
+
+  /**
+   * Stop every vCPU with a STOP request (it wakes halted ones), wait for the
+   * tasks, then destroy the pool. Never terminates a worker as the normal
+   * path; only one that misses the deadline is terminated by the pool.
+   */
+  async destroy(): Promise<Record<VcpuStat, number>> {
+    if (this.destroyed) return this.totals();
+    this.destroyed = true;
+    makeAllCpusRequest(this.records, REQ.STOP);
+    const all = Promise.all(this.tasks);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all, new Promise((r) => (timer = setTimeout(r, this.options.deadlineMs)))]);
+    clearTimeout(timer);
+    for (const c of this.rpc) c.close();
+    await this.pool.destroy();
+    return this.totals();
+  }
+}

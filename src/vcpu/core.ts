@@ -166,6 +166,10 @@ export class VcpuCore implements GuestView {
     if (Atomics.load(q, 0) === 0) return null;
     if (checkRequest(q, 0, REQ.STOP)) return 'stop';
     if (checkRequest(q, 0, REQ.CPUID_UPDATE)) this.applyPostedCpuid();
+    if (checkRequest(q, 0, REQ.PING)) {
+      Atomics.store(this.rec.pingAck, 0, Atomics.load(this.rec.pingPosted, 0));
+      Atomics.notify(this.rec.pingAck, 0);
+    }
     if (checkRequest(q, 0, REQ.MMU_RELOAD)) {
       mmuUnload(this.mmu);
       this.count('mmuUnloads');

@@ -43,6 +43,8 @@ export const REQ = {
   USERSPACE_EXIT: def('USERSPACE_EXIT', 8, false, false),
   /** KVM_REQ_TRIPLE_FAULT. */
   TRIPLE_FAULT: def('TRIPLE_FAULT', 9, false, false),
+  /** Ours: acknowledge `pingPosted` in `pingAck` and do nothing else (the benchmarks' no-MMU-work limit). */
+  PING: def('PING', 10, true, false),
 } as const;
 
 export type RequestName = keyof typeof REQ;

@@ -74,6 +74,8 @@ const VCPU_FIELDS = {
     doc: 'the last posted epoch the owner handled (applied or refused). Owner Atomics.store then Atomics.notify; the requester waits for it to reach its epoch.',
   },
   cpuidResult: { type: 'i32', doc: 'outcome for cpuidAppliedEpoch: 0 applied, 1 identical (no-op), 2 refused (strict policy). Owner stores before cpuidAppliedEpoch.' },
+  pingPosted: { type: 'i32', doc: 'epoch of a PING request; the requester Atomics.store before setting the request; the owner Atomics.load after consuming it.' },
+  pingAck: { type: 'i32', doc: 'the last PING epoch the owner handled; owner Atomics.store then Atomics.notify; the requester waits for it.' },
   flags: { type: 'i32', doc: 'VCPU_FLAG bits (SMM, guest mode, nested kind, stopped). Owner Atomics.store at every exit to the host loop; others read it only as a snapshot.' },
   roles: {
     type: 'u32',

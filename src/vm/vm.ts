@@ -64,6 +64,7 @@ export class Vm {
   readonly dead = new Map<number, string>();
   private readonly tasks: Promise<void>[] = [];
   private cpuidEpoch = 0;
+  private pingEpoch = 0;
   private destroyed = false;
 
   private constructor(
@@ -179,6 +180,26 @@ export class Vm {
       (r === 0 ? out.applied : r === 1 ? out.identical : out.refused).push(id);
     }
     return out;
+  }
+
+  /**
+   * The protocol of broadcastCpuid without the MMU work: post an epoch, make
+   * PING, wait for every target's acknowledgement. The benchmarks' limit.
+   */
+  async ping(targets?: number[]): Promise<void> {
+    this.assertLive();
+    const list = targets ?? [...this.records.keys()];
+    const epoch = ++this.pingEpoch;
+    for (const id of list) Atomics.store(this.records[id]!.pingPosted, 0, epoch);
+    makeAllCpusRequest(this.records, REQ.PING, list);
+    const deadline = performance.now() + this.options.deadlineMs;
+    const waits = new Map(
+      list.map((id) => {
+        const rec = this.records[id]!;
+        return [id, () => waitOn(rec.pingAck, 0, (v) => v >= epoch, deadline, this.deadReason(id))] as const;
+      }),
+    );
+    await waitAll('PING', waits);
   }
 
   /** The same change through the control plane, one vCPU at a time. */

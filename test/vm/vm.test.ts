@@ -88,7 +88,8 @@ describe('VM with real workers', () => {
   });
 
   it('the control plane answers a busy vCPU; an invalid register write is refused and changes nothing', async () => {
-    const v = await createVm({ vcpus: 2, policy: 'legacy' });
+    // No nested entries: setRegs is NOT_ALLOWED while L2 runs (KVM needs KVM_SET_NESTED_STATE there).
+    const v = await createVm({ vcpus: 2, policy: 'legacy', mix: { 'nested-enter': 0 } });
     expect((await v.call(0, 'pause')).ok).toBe(true);
     const before = await v.call(0, 'getRegs');
     const bad = await v.call(0, 'setRegs', { cr0: '0x80000000' });

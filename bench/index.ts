@@ -7,8 +7,7 @@
 import { availableParallelism, cpus } from 'node:os';
 import { MMU_INIT_GROUP } from './mmu-init.js';
 import { TIMINGS, type BenchGroup, type BenchRun, type CaseProgress, type GroupResult, type MachineInfo, type Timing } from './types.js';
-// ── walker group (bench/walker.ts, another engineer): uncomment when it lands ──
-// import { benchWalker } from './walker.js';
+import { benchWalker } from './walker.js';
 
 /**
  * Wrap a function that measures by itself and returns calls/s per item into
@@ -61,10 +60,9 @@ export function throughputGroup(
 /** Every group, in the order `bench` with no names runs them. */
 export const BENCH_GROUPS: readonly BenchGroup[] = [
   MMU_INIT_GROUP,
-  // ── walker group: uncomment with the import above ──
-  // throughputGroup('walker', 'guest page walks/s per paging mode', 'walks/s', async (o) =>
-  //   (await benchWalker(o)).map((r) => ({ name: r.mode, opsPerSec: r.walksPerSec })),
-  // ),
+  throughputGroup('walker', 'guest page walks/s per paging mode', 'walks/s', async (o) =>
+    (await benchWalker(o)).map((r) => ({ name: r.mode, opsPerSec: r.walksPerSec })),
+  ),
   // Later: reset broadcast, zap-all, shadow cache, memory: one entry each.
 ];
 

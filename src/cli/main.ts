@@ -7,6 +7,7 @@
 import { Command, CommanderError } from 'commander';
 import { EXIT, UsageError } from './io.js';
 import { registerRole } from './role.js';
+import { registerWalk } from './walk.js';
 import { registerBench } from './bench.js';
 import { registerRun } from './run.js';
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerRun(program);
   registerRole(program);
+  registerWalk(program);
   registerBench(program);
   return program;
 }

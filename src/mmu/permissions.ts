@@ -3,17 +3,11 @@
  * `update_permission_bitmask`, `update_pkru_bitmask`). Both read the MMU's
  * *role* through the context's accessors, never the registers.
  */
+import { PFERR } from '../paging/format.js';
 import type { MmuContext } from './context.js';
 
-/** Page-fault error code bits (kvm_host.h PFERR_*). */
-export const PFERR = {
-  PRESENT: 1 << 0,
-  WRITE: 1 << 1,
-  USER: 1 << 2,
-  RSVD: 1 << 3,
-  FETCH: 1 << 4,
-  PK: 1 << 5,
-} as const;
+/** Page-fault error code bits (kvm_host.h PFERR_*), declared once in src/paging. */
+export { PFERR };
 
 /** BYTE_MASK(access): bit n set iff ACC value n has any bit of `access`. */
 const byteMask = (access: number): number => {

@@ -47,16 +47,21 @@ export function formatTable(results: readonly TourResult[], color: boolean): str
 
 /** One line saying what the comparison shows, built from the results. */
 export function conclusion(results: readonly TourResult[]): string {
-  const clean = results.filter((r) => r.checks.missedRebuildLatent + r.checks.missedRebuildObservable + r.checks.invalidReadLatent + r.checks.invalidReadObservable === 0);
+  const observable = (r: TourResult) => r.checks.missedRebuildObservable + r.checks.invalidReadObservable;
+  const latent = (r: TourResult) => r.checks.missedRebuildLatent + r.checks.invalidReadLatent;
   const parts: string[] = [];
-  for (const r of results) {
-    const missed = r.checks.missedRebuildLatent + r.checks.missedRebuildObservable;
-    const reads = r.checks.invalidReadLatent + r.checks.invalidReadObservable;
-    if (missed) parts.push(`${r.strategy} missed ${missed} forced rebuild(s) (${r.checks.missedRebuildObservable} observable)`);
-    if (reads) parts.push(`${r.strategy} let code read an invalidated role ${reads} time(s) (${r.checks.invalidReadObservable} with a wrong value)`);
+  for (const r of results.filter((x) => observable(x) > 0)) {
+    const first = r.findings.find((f) => f.severity === 'observable');
+    parts.push(
+      `${r.strategy} is observably wrong: ${r.checks.invalidReadObservable} read(s) of an invalidated role returned a wrong value and ` +
+        `${r.checks.missedRebuildObservable} missed rebuild(s) changed products${first ? ` (e.g. ${first.detail})` : ''}`,
+    );
   }
-  const ok = clean.length ? `${clean.map((r) => r.strategy).join(', ')} forced every rebuild with no invalid-role reads` : 'no strategy was clean';
-  return parts.length ? `${ok}; ${parts.join('; ')}.` : `${ok}.`;
+  const clean = results.filter((x) => observable(x) === 0).map((x) => x.strategy);
+  if (clean.length) parts.push(`no observable problem under ${clean.join(', ')}`);
+  const lat = results.filter((x) => latent(x) > 0).map((x) => `${x.strategy} ${x.checks.missedRebuildLatent} missed rebuild(s) + ${x.checks.invalidReadLatent} invalid-role read(s)`);
+  if (lat.length) parts.push(`latent (same values, still a design smell): ${lat.join(', ')}`);
+  return parts.join('; ') + '.';
 }
 
 export function registerRun(program: Command): void {

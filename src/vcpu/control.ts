@@ -29,10 +29,11 @@ export function regsWire(core: VcpuCore): RegsWire {
 }
 
 /**
- * KVM_SET_SREGS-like: the new values must pass the checks a guest write
- * passes (applied CR4, EFER, CR0, CR3 in that order, so mode switches are
- * possible); any refusal leaves everything unchanged. The MMU is reset, as
- * __set_sregs_common does when any of them differ.
+ * Registers written by the VMM (KVM_SET_SREGS-like), held to a stricter rule
+ * than KVM's: the target must be reachable by guest writes that each pass the
+ * v5.17 checks — tried as EFER, CR4, CR3, CR0 (entering a mode) and as CR0,
+ * EFER, CR4, CR3 (leaving one). Any refusal leaves everything unchanged. The
+ * MMU is reset, as __set_sregs_common does when any of them differ.
  */
 function setRegs(core: VcpuCore, want: Partial<RegsWire>): RpcResult<RegsWire> {
   if (core.guestMode) return fail('NOT_ALLOWED', `vCPU ${core.id} is running L2; set L1 state with a nested exit first (KVM needs KVM_SET_NESTED_STATE here)`);
@@ -47,24 +48,34 @@ function setRegs(core: VcpuCore, want: Partial<RegsWire>): RpcResult<RegsWire> {
   } catch (e) {
     return fail('INVALID_ARGUMENT', (e as Error).message);
   }
-  let regs: CrRegs = { cr0: core.cr0, cr3: core.cr3, cr4: core.cr4, efer: core.efer };
   const state = (r: CrRegs): CrState => ({ ...r, features: core.cpuid, smm: core.smm, host: { module: core.mmu.host.vendor === 'amd' ? 'svm' : 'vmx', nested: true } });
-  const steps: [string, (s: CrState) => ReturnType<typeof checkSetCr4>][] = [
-    ['efer', (s) => checkSetEfer(s, target.efer, { hostInitiated: true })],
-    ['cr4', (s) => checkSetCr4(s, target.cr4)],
-    ['cr0', (s) => checkSetCr0(s, target.cr0)],
-    ['cr3', (s) => checkSetCr3(s, target.cr3)],
-  ];
-  for (const [name, step] of steps) {
-    const r = step(state(regs));
-    if (!r.ok) return fail('INVALID_ARGUMENT', `${name}: ${r.reason}`);
-    regs = r.regs;
+  type Step = [string, (s: CrState) => ReturnType<typeof checkSetCr4>];
+  const efer: Step = ['efer', (s) => checkSetEfer(s, target.efer, { hostInitiated: true })];
+  const cr4: Step = ['cr4', (s) => checkSetCr4(s, target.cr4)];
+  const cr3: Step = ['cr3', (s) => checkSetCr3(s, target.cr3)];
+  const cr0: Step = ['cr0', (s) => checkSetCr0(s, target.cr0)];
+  let firstError = '';
+  for (const order of [[efer, cr4, cr3, cr0], [cr0, efer, cr4, cr3]]) {
+    let regs: CrRegs = { cr0: core.cr0, cr3: core.cr3, cr4: core.cr4, efer: core.efer };
+    let failed = '';
+    for (const [name, step] of order) {
+      const r = step(state(regs));
+      if (!r.ok) {
+        failed = `${name}: ${r.reason}`;
+        break;
+      }
+      regs = r.regs;
+    }
+    if (!failed) {
+      loadRegs(core, regs);
+      resetContext(core.mmu);
+      core.count('mmuResets');
+      core.publish();
+      return ok(regsWire(core));
+    }
+    firstError ||= failed;
   }
-  loadRegs(core, regs);
-  resetContext(core.mmu);
-  core.count('mmuResets');
-  core.publish();
-  return ok(regsWire(core));
+  return fail('INVALID_ARGUMENT', firstError);
 }
 
 export function snapshot(core: VcpuCore, loop: HostLoop | null): VcpuSnapshot {

@@ -14,13 +14,15 @@
  */
 import { cpuidEqual, type CpuidModel } from '../cpuid/cpuid.js';
 import { decodeCpuid } from '../cpuid/shared.js';
-import { mmuUnload, setCpuid } from '../mmu/init.js';
+import { initMmu, mmuUnload, setCpuid } from '../mmu/init.js';
 import type { InvalidationStrategy } from '../mmu/strategies.js';
 import { VcpuMmu } from '../mmu/vcpu-mmu.js';
 import type { HostSettings } from '../role/host.js';
 import { handleExit, type ExitOutcome } from './exits.js';
 import { runsInGuestMode, type GuestOp, type GuestProgram, type GuestView, type NestedKind } from './guest-ops.js';
 import { checkRequest, MODE, REQ } from './requests.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { GuestAccess } from './access.js';
 import { REG_INDEX, STAT_INDEX, VCPU_FLAG, type VcpuRecord, type VcpuStat } from './vcpu-layout.js';
 
 export type CpuidPolicy = 'strict' | 'legacy';
@@ -36,9 +38,14 @@ export interface VcpuCoreOptions {
   strategy: InvalidationStrategy;
   policy: CpuidPolicy;
   program: GuestProgram;
+  /** Guest physical memory; without it accesses are counted but not walked. */
+  memory?: GuestMemory;
   /** Hooks for the shadow MMU and checkers (optional). */
   onGuestAccess?: (core: VcpuCore, op: Extract<GuestOp, { k: 'access' }>) => void;
 }
+
+/** CR0 after INIT/RESET (vmx_vcpu_reset / svm: CD | NW | ET). */
+export const RESET_CR0 = 0x60000010n;
 
 /** CPUID_UPDATE outcomes stored in `cpuidResult`. */
 export const CPUID_RESULT = { APPLIED: 0, IDENTICAL: 1, REFUSED: 2 } as const;
@@ -50,6 +57,7 @@ export class VcpuCore implements GuestView {
   readonly policy: CpuidPolicy;
   private readonly program: GuestProgram;
   private readonly onGuestAccess: VcpuCoreOptions['onGuestAccess'];
+  private readonly access: GuestAccess | null;
 
   /** Full 64-bit architectural registers; the MMU holds their low halves. */
   cr0 = 0n;
@@ -73,7 +81,12 @@ export class VcpuCore implements GuestView {
     this.policy = o.policy;
     this.program = o.program;
     this.onGuestAccess = o.onGuestAccess;
+    this.access = o.memory ? new GuestAccess(o.memory) : null;
     this.mmu = new VcpuMmu({ host: o.host, cpuid: o.cpuid, strategy: o.strategy, roleStorage: o.record.roles });
+    // kvm_arch_vcpu_create: kvm_vcpu_reset (CR0 = CD | NW | ET, the rest 0), then kvm_init_mmu.
+    this.cr0 = RESET_CR0;
+    this.mmu.cr0 = Number(RESET_CR0);
+    initMmu(this.mmu);
     this.publish();
   }
 
@@ -108,8 +121,11 @@ export class VcpuCore implements GuestView {
         const op = this.program.next(this);
         done++;
         this.count('guestOps');
-        if (runsInGuestMode(op)) this.onGuestAccess?.(this, op as Extract<GuestOp, { k: 'access' }>);
-        else {
+        if (runsInGuestMode(op)) {
+          const a = op as Extract<GuestOp, { k: 'access' }>;
+          if (this.access) this.access.run(this, a);
+          this.onGuestAccess?.(this, a);
+        } else {
           exitOp = op;
           break;
         }

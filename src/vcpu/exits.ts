@@ -108,7 +108,12 @@ function nestedEntry(core: VcpuCore, op: Extract<GuestOp, { k: 'vmentry' }>): Ex
   const l2 = { cr0: low32(op.l2.cr0), cr4: low32(op.l2.cr4), efer: low32(op.l2.efer) };
   core.nestedKind = op.kind;
   core.nestedRoot = op.nestedRoot;
-  if (op.kind === 'ept') enterGuestEpt(core.mmu, op.ept ?? { execonly: false, accessedDirty: true, level: 4, hugePageLevel: 3 }, l2);
+  if (op.kind === 'ept') {
+    // nested_ept_new_eptp: A/D from EPTP bit 6, levels from the walk length (bits 5:3).
+    const caps = op.ept ?? { execonly: false, accessedDirty: true, level: 4, hugePageLevel: 3 };
+    const level = ((op.nestedRoot >> 3n) & 7n) === 4n ? 5 : 4;
+    enterGuestEpt(core.mmu, { ...caps, accessedDirty: (op.nestedRoot & 0x40n) !== 0n, level, eptp: op.nestedRoot }, l2);
+  }
   else if (op.kind === 'npt') enterGuestNpt(core.mmu, l1, l2, op.nestedRoot);
   else enterGuestShadow(core.mmu, l2);
   core.cr0 = op.l2.cr0;

@@ -8,7 +8,9 @@ import type { CpuidModel } from '../cpuid/cpuid.js';
 import { STRATEGIES, type StrategyName } from '../mmu/strategies.js';
 import type { HostSettings } from '../role/host.js';
 import type { VcpuControl } from '../rpc/protocol.js';
+import { GuestMemory } from '../memory/guest-memory.js';
 import { RandomGuestProgram, type OpMix } from '../workload/guest-program.js';
+import type { GuestTableSet } from '../workload/guest-tables.js';
 import { vcpuControl } from './control.js';
 import { VcpuCore, type CpuidPolicy } from './core.js';
 import type { NestedKind } from './guest-ops.js';
@@ -20,7 +22,7 @@ export interface VcpuConfig {
   readonly cpuid: CpuidModel;
   readonly strategy: StrategyName;
   readonly policy: CpuidPolicy;
-  readonly program: { readonly seed: number; readonly nestedKind: NestedKind; readonly mix?: Partial<OpMix> };
+  readonly program: { readonly seed: number; readonly nestedKind: NestedKind; readonly mix?: Partial<OpMix>; readonly tables?: GuestTableSet };
   readonly loop: HostLoopOptions;
 }
 
@@ -28,6 +30,8 @@ export interface VcpuTask {
   readonly id: number;
   /** The VM's vCPU record buffer (VCPU_LAYOUT × vCPU count). */
   readonly vcpuBuffer: SharedArrayBuffer;
+  /** The VM's guest physical memory (GuestMemory buffer). */
+  readonly memoryBuffer?: SharedArrayBuffer;
   readonly config: VcpuConfig;
 }
 
@@ -47,6 +51,7 @@ export function startVcpu(task: VcpuTask): StartedVcpu {
     strategy: STRATEGIES[config.strategy],
     policy: config.policy,
     program: new RandomGuestProgram(config.program),
+    memory: task.memoryBuffer ? GuestMemory.attach(task.memoryBuffer) : undefined,
   });
   const loop = new HostLoop(core, config.loop);
   return { core, loop, control: vcpuControl(core, loop) };

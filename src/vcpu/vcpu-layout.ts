@@ -11,6 +11,9 @@ import { allocate, bindRecord, defineLayout, type RecordView } from '../layout/l
 /** Counters published by the owner at every exit to the host loop. */
 export const VCPU_STATS = [
   'guestOps',
+  'accesses',
+  'pageFaults',
+  'nestedFaults',
   'guestEntries',
   'entriesBackedOut',
   'gpFaults',

@@ -19,6 +19,8 @@ import { REQ, type RequestDef } from '../vcpu/requests.js';
 import type { VcpuConfig, VcpuTask } from '../vcpu/task.js';
 import { allocateVcpus, bindVcpu, STAT_INDEX, VCPU_STATS, type VcpuRecord, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import type { OpMix } from '../workload/guest-program.js';
+import { buildGuestTables, DEFAULT_GUEST_TABLES, type GuestTableSet } from '../workload/guest-tables.js';
+import { DEFAULT_GUEST_MEMORY_BYTES, GuestMemory } from '../memory/guest-memory.js';
 import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, requestAndKick } from './requests.js';
 import { waitAll, waitOn } from './wait.js';
 
@@ -39,6 +41,8 @@ export interface VmOptions {
   deadlineMs?: number;
   /** Leave every vCPU paused after creation (call resumeAll to run them). */
   startPaused?: boolean;
+  /** Guest physical memory in bytes (default 64 MiB). */
+  memoryBytes?: number;
 }
 
 export interface CpuidBroadcastResult {
@@ -70,6 +74,8 @@ export class Vm {
   private constructor(
     readonly options: Required<Pick<VmOptions, 'vcpus' | 'strategy' | 'policy' | 'deadlineMs'>> & VmOptions,
     readonly buffer: SharedArrayBuffer,
+    readonly memory: GuestMemory,
+    readonly tables: GuestTableSet,
     private readonly pool: Piscina,
   ) {
     this.records = Array.from({ length: options.vcpus }, (_, i) => bindVcpu(buffer, i));
@@ -97,7 +103,9 @@ export class Vm {
       atomics: 'disabled',
       idleTimeout: 2 ** 31 - 1,
     });
-    const vm = new Vm(full, allocateVcpus(opts.vcpus), pool);
+    const memory = GuestMemory.create(opts.memoryBytes ?? DEFAULT_GUEST_MEMORY_BYTES);
+    const tables = buildGuestTables(memory, { ...DEFAULT_GUEST_TABLES, seed: opts.seed ?? 1 });
+    const vm = new Vm(full, allocateVcpus(opts.vcpus), memory, tables, pool);
     for (let id = 0; id < opts.vcpus; id++) vm.startVcpu(id, cpuid);
     const hello = await Promise.all(vm.rpc.map((c) => c.call('hello', PROTOCOL_VERSION)));
     const bad = hello.map((r, id) => [id, r] as const).filter(([, r]) => !r.ok);
@@ -118,11 +126,16 @@ export class Vm {
       cpuid,
       strategy: o.strategy,
       policy: o.policy,
-      program: { seed: ((o.seed ?? 1) * 1_000_003 + id) >>> 0, nestedKind: !host.tdpEnabled ? 'shadow' : host.vendor === 'amd' ? 'npt' : 'ept', mix: o.mix },
+      program: {
+        seed: ((o.seed ?? 1) * 1_000_003 + id) >>> 0,
+        nestedKind: !host.tdpEnabled ? 'shadow' : host.vendor === 'amd' ? 'npt' : 'ept',
+        mix: o.mix,
+        tables: this.tables,
+      },
       loop: { ...DEFAULT_LOOP, ...o.loop, throwAfterOps: o.throwAfterOps?.get(id), startPaused: true },
     };
     const { port1, port2 } = new MessageChannel();
-    const task: VcpuTask & { port: typeof port2 } = { id, vcpuBuffer: this.buffer, config, port: port2 };
+    const task: VcpuTask & { port: typeof port2 } = { id, vcpuBuffer: this.buffer, memoryBuffer: this.memory.buffer, config, port: port2 };
     const rec = this.records[id]!;
     this.rpc[id] = new RpcClient(port1, id, () => requestAndKick(rec, id, REQ.USERSPACE_EXIT), o.deadlineMs);
     this.tasks[id] = this.pool.run(task, { transferList: [port2] }).then(

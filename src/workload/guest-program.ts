@@ -11,6 +11,7 @@ import type { EptInit } from '../mmu/init.js';
 import { CR0, EFER } from '../role/regs.js';
 import type { GuestOp, GuestProgram, GuestView, NestedKind } from '../vcpu/guest-ops.js';
 import { modeRegs, PAGING_MODES, randomGuestRegs, toggleableBits, type GuestRegs } from './guest-modes.js';
+import { tableFormatOf, type GuestTableSet } from './guest-tables.js';
 import { Rng } from './rng.js';
 
 export type OpClass = 'access' | 'toggle' | 'mode' | 'cr3' | 'invlpg' | 'smm' | 'nested-enter' | 'nested-exit' | 'hlt' | 'invalid';
@@ -36,8 +37,8 @@ export interface ProgramOptions {
   /** How this vCPU's L1 runs L2: decided by the host (EPT, NPT, or no nested TDP). */
   nestedKind: NestedKind;
   mix?: Partial<OpMix>;
-  /** Distinct CR3 values (address spaces) the guest switches among. */
-  addressSpaces?: number;
+  /** The guest page tables to run on (CR3 values per format, nested roots). */
+  tables?: GuestTableSet;
 }
 
 const big = (n: number): bigint => BigInt(n >>> 0);
@@ -60,13 +61,23 @@ export class RandomGuestProgram implements GuestProgram {
     return op ?? { k: 'access', gva: this.gva(), write: false, fetch: false, user: false };
   }
 
+  /** Mostly mapped pages of the address spaces, one in nine beyond them (unmapped). */
   private gva(): bigint {
-    return BigInt(this.rng.int(1 << 16)) << 12n;
+    const pages = this.opts.tables?.pages ?? 64;
+    return (BigInt(this.rng.int(pages + Math.ceil(pages / 8))) << 12n) | BigInt(this.rng.int(512) * 8);
   }
 
-  /** Paging off, then EFER, CR4, then CR0 with paging: how a guest changes mode. */
+  /** A CR3 of the format these registers walk (any address space of it). */
+  private cr3For(cr0: bigint, cr4: bigint, efer: bigint): bigint {
+    const t = this.opts.tables;
+    if (!t) return BigInt(1 + this.rng.int(4)) << 12n;
+    return this.rng.pick(t.cr3[tableFormatOf(cr0, cr4, efer) ?? 'long4']);
+  }
+
+  /** Paging off, then EFER, CR4, a CR3 of the new format, then CR0 with paging: how a guest changes mode. */
   private switchMode(r: GuestRegs, view: GuestView): GuestOp {
-    this.queue.push({ k: 'wrmsr-efer', v: big(r.efer & ~EFER.LMA) }, { k: 'mov-cr4', v: big(r.cr4) }, { k: 'mov-cr0', v: big(r.cr0) });
+    const cr3 = this.cr3For(big(r.cr0), big(r.cr4), big(r.efer));
+    this.queue.push({ k: 'wrmsr-efer', v: big(r.efer & ~EFER.LMA) }, { k: 'mov-cr4', v: big(r.cr4) }, { k: 'mov-cr3', v: cr3 }, { k: 'mov-cr0', v: big(r.cr0) });
     return { k: 'mov-cr0', v: view.cr0 & ~big(CR0.PG) };
   }
 
@@ -84,7 +95,7 @@ export class RandomGuestProgram implements GuestProgram {
       case 'mode':
         return this.switchMode(randomGuestRegs(rng), view);
       case 'cr3':
-        return { k: 'mov-cr3', v: BigInt(1 + rng.int(this.opts.addressSpaces ?? 4)) << 12n };
+        return { k: 'mov-cr3', v: this.cr3For(view.cr0, view.cr4, view.efer) };
       case 'invlpg':
         return { k: 'invlpg', gva: this.gva() };
       case 'smm':
@@ -104,8 +115,10 @@ export class RandomGuestProgram implements GuestProgram {
     const rng = this.rng;
     const r = randomGuestRegs(rng, rng.chance(0.25) ? ['real', 'protected'] : PAGING_MODES);
     if (rng.chance(0.2)) this.ept = { ...this.ept, execonly: rng.chance(0.5), accessedDirty: rng.chance(0.5) };
-    const l2 = { cr0: big(r.cr0), cr3: BigInt(0x100 + rng.int(4)) << 12n, cr4: big(r.cr4), efer: big(r.efer) };
-    return { k: 'vmentry', kind: this.opts.nestedKind, l2, ept: this.ept, nestedRoot: BigInt(0x200 + rng.int(2)) << 12n };
+    const l2 = { cr0: big(r.cr0), cr3: this.cr3For(big(r.cr0), big(r.cr4), big(r.efer)), cr4: big(r.cr4), efer: big(r.efer) };
+    const t = this.opts.tables;
+    const nestedRoot = !t ? 0x200000n : this.opts.nestedKind === 'ept' ? t.eptp : t.nptCr3;
+    return { k: 'vmentry', kind: this.opts.nestedKind, l2, ept: this.ept, nestedRoot };
   }
 
   /** A write the CPU refuses: the core must raise #GP and change nothing. */

@@ -16,7 +16,9 @@ import { VcpuCore } from '../vcpu/core.js';
 import type { NestedKind } from '../vcpu/guest-ops.js';
 import { allocateVcpus, bindVcpu, STAT_INDEX, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import { postCpuid } from '../vm/requests.js';
+import { GuestMemory } from '../memory/guest-memory.js';
 import { RandomGuestProgram } from './guest-program.js';
+import { buildGuestTables } from './guest-tables.js';
 import { Rng } from './rng.js';
 
 /** The three host flavours of the tour: each decides how nesting is done. */
@@ -69,6 +71,8 @@ function randomCpuid(rng: Rng): CpuidModel {
 /** Run the tour under one strategy. */
 export function runTour(strategy: StrategyName, opts: TourOptions = DEFAULT_TOUR): TourResult {
   const rng = new Rng(opts.seed);
+  const memory = GuestMemory.create(16 * 1024 * 1024);
+  const tables = buildGuestTables(memory, { addressSpaces: 3, pages: 64, seed: opts.seed });
   const buf = allocateVcpus(opts.vcpus);
   const records = Array.from({ length: opts.vcpus }, (_, i) => bindVcpu(buf, i));
   const checkers: RoleChecker[] = [];
@@ -81,7 +85,8 @@ export function runTour(strategy: StrategyName, opts: TourOptions = DEFAULT_TOUR
       cpuid: DEFAULT_CPUID,
       strategy: STRATEGIES[strategy],
       policy: 'legacy',
-      program: new RandomGuestProgram({ seed: rng.fork(id).nextU32(), nestedKind: f.nested }),
+      program: new RandomGuestProgram({ seed: rng.fork(id).nextU32(), nestedKind: f.nested, tables }),
+      memory,
     });
     const checker = new RoleChecker(id);
     checker.attach(core.mmu);

@@ -138,3 +138,38 @@ describe('run loop', () => {
     expect(core.run(5)).toBe('userspace');
   });
 });
+
+describe('guest accesses through the walk MMU', () => {
+  it('translate through the current address space, set accessed bits, and fault beyond the mapping', async () => {
+    const { GuestMemory } = await import('../../src/memory/guest-memory.js');
+    const { buildGuestTables } = await import('../../src/workload/guest-tables.js');
+    const memory = GuestMemory.create(8 * 1024 * 1024);
+    const tables = buildGuestTables(memory, { addressSpaces: 1, pages: 8, seed: 3 });
+    const cr3 = tables.cr3.long4[0]!;
+    const ops: GuestOp[] = [
+      { k: 'wrmsr-efer', v: 0x900n },
+      { k: 'mov-cr4', v: 0x20n },
+      { k: 'mov-cr3', v: cr3 },
+      { k: 'mov-cr0', v: 0x80000031n }, // WP = 0: supervisor writes ignore R/W
+      { k: 'access', gva: 0x1008n, write: false, fetch: false, user: false },
+      { k: 'access', gva: 0x2000n, write: true, fetch: false, user: false },
+      { k: 'access', gva: 0x100000n, write: false, fetch: false, user: false }, // page 256: not mapped
+    ];
+    const buf = allocateVcpus(1);
+    const core = new VcpuCore({
+      id: 0,
+      record: bindVcpu(buf, 0),
+      host: DEFAULT_HOST,
+      cpuid: DEFAULT_CPUID,
+      strategy: STRATEGIES['valid-bit'],
+      policy: 'strict',
+      program: new ScriptedProgram(ops, { k: 'hlt' }),
+      memory,
+    });
+    expect(core.run(50)).toBe('halt');
+    expect(stat(core, 'accesses')).toBe(3);
+    expect(stat(core, 'pageFaults')).toBe(1);
+    // The PML4 entry the walk went through now has A (bit 5) set.
+    expect(memory.load64(Number(cr3)) & 0x20n).toBe(0x20n);
+  });
+});

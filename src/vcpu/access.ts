@@ -1,0 +1,50 @@
+/**
+ * Guest memory accesses in guest mode, through the current walk MMU: the
+ * guest page walker driven by `walk_mmu` (nested_mmu over guest_mmu while L2
+ * runs with nested TDP), as KVM's gva_to_gpa does. A fault is a guest page
+ * fault (or, for a violation in L1's nested tables, a nested fault); the
+ * walker sets accessed/dirty bits with compare-exchange. Shadow page tables
+ * are not consulted yet (src/shadow plugs in here).
+ *
+ * Keeps one walker and one access environment per vCPU: no allocation per access.
+ */
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { gvaToGpa } from '../paging/walker.js';
+import { GuestWalker, nestedTdp, type NestedTdp, type WalkRoot } from '../paging/walker-state.js';
+import type { WalkEnv } from '../paging/permission.js';
+import { PFERR } from '../paging/format.js';
+import type { VcpuCore } from './core.js';
+import type { GuestOp } from './guest-ops.js';
+
+export class GuestAccess {
+  private readonly walker = new GuestWalker();
+  private readonly env: WalkEnv = { pfec: 0, cpl: 0, eflagsAc: false, pkru: 0 };
+  private readonly root: WalkRoot = { pgd: 0n, pdptes: null };
+  private nested: NestedTdp | null = null;
+  private nestedRoot = -1n;
+
+  constructor(readonly memory: GuestMemory) {}
+
+  /** One load, store or fetch. Returns true when it translated. */
+  run(core: VcpuCore, op: Extract<GuestOp, { k: 'access' }>): boolean {
+    const env = this.env;
+    env.pfec = (op.write ? PFERR.WRITE : 0) | (op.user ? PFERR.USER : 0) | (op.fetch ? PFERR.FETCH : 0);
+    env.cpl = op.user ? 3 : 0;
+    this.root.pgd = core.cr3;
+    const v = core.mmu;
+    const nested = v.isNested() ? this.nestedFor(core) : null;
+    core.count('accesses');
+    if (gvaToGpa(this.walker, v.walkMmu, this.memory, this.root, op.gva, env, nested, true)) return true;
+    core.count(this.walker.fault.nested ? 'nestedFaults' : 'pageFaults');
+    return false;
+  }
+
+  /** The guest_mmu side of a two-dimensional walk, rebuilt when the nested root changes. */
+  private nestedFor(core: VcpuCore): NestedTdp {
+    if (!this.nested || this.nestedRoot !== core.nestedRoot || this.nested.mmu !== core.mmu.guestMmu) {
+      this.nested = nestedTdp(core.mmu.guestMmu, { pgd: core.nestedRoot, pdptes: null });
+      this.nestedRoot = core.nestedRoot;
+    }
+    return this.nested;
+  }
+}

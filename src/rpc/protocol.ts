@@ -54,6 +54,17 @@ export interface VcpuSnapshot {
 
 export type CpuidOutcome = 'applied' | 'identical';
 
+/** A checker finding as it crosses the boundary (src/check/role-checker.ts RoleFinding). */
+export interface FindingWire {
+  readonly invariant: string;
+  readonly severity: 'latent' | 'observable';
+  readonly strategy: string;
+  readonly vcpu: number;
+  readonly mmu: string;
+  readonly op: number;
+  readonly detail: string;
+}
+
 /** What a vCPU worker exposes. Every method returns a result; none throws. */
 export interface VcpuControl {
   hello(version: number): RpcResult<number>;
@@ -68,4 +79,6 @@ export interface VcpuControl {
   resume(): RpcResult<void>;
   /** Leave the run loop for good. */
   stop(): RpcResult<void>;
+  /** The first findings of this vCPU's checker (empty when checking is off). */
+  findings(): RpcResult<FindingWire[]>;
 }

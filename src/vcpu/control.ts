@@ -6,7 +6,7 @@
  */
 import { normaliseCpuid, type CpuidModel } from '../cpuid/cpuid.js';
 import { hex32 } from '../role/bitfield.js';
-import { fail, ok, PROTOCOL_VERSION, type RegsWire, type RpcResult, type VcpuControl, type VcpuSnapshot } from '../rpc/protocol.js';
+import { fail, ok, PROTOCOL_VERSION, type FindingWire, type RegsWire, type RpcResult, type VcpuControl, type VcpuSnapshot } from '../rpc/protocol.js';
 import { CPUID_RESULT, type VcpuCore } from './core.js';
 import { checkSetCr0, checkSetCr3, checkSetCr4, checkSetEfer, type CrRegs, type CrState } from './cr-checks.js';
 import { loadRegs } from './exits.js';
@@ -97,7 +97,7 @@ export function snapshot(core: VcpuCore, loop: HostLoop | null): VcpuSnapshot {
 }
 
 /** The control endpoint of one vCPU. */
-export function vcpuControl(core: VcpuCore, loop: HostLoop): VcpuControl {
+export function vcpuControl(core: VcpuCore, loop: HostLoop, findings: () => FindingWire[] = () => []): VcpuControl {
   let stopped = false;
   const guard = <T>(fn: () => RpcResult<T>): RpcResult<T> => {
     if (stopped) return fail('STOPPED', `vCPU ${core.id} was stopped`);
@@ -128,6 +128,7 @@ export function vcpuControl(core: VcpuCore, loop: HostLoop): VcpuControl {
         }
         return ok(r === CPUID_RESULT.IDENTICAL ? 'identical' : 'applied');
       }),
+    findings: () => guard(() => ok(findings())),
     pause: () => guard(() => (loop.pause(), ok(undefined))),
     resume: () => guard(() => (loop.resume(), ok(undefined))),
     stop: () =>

@@ -72,6 +72,8 @@ export class VcpuCore implements GuestView {
   halted = false;
   /** The vCPU has entered the guest at least once (last_vmentry_cpu != -1). */
   hasRun = false;
+  /** Counters of an attached checker, published with the other statistics (keys are VCPU_STATS names). */
+  checkCounts: Readonly<Partial<Record<VcpuStat, number>>> | null = null;
   /** SMRAM state save area: the registers RSM restores. */
   smram: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | null = null;
 
@@ -265,5 +267,6 @@ export class VcpuCore implements GuestView {
     stats[STAT_INDEX.mmuInits] = inits;
     stats[STAT_INDEX.fastPathHits] = fast;
     stats[STAT_INDEX.rebuilds] = rebuilds;
+    if (this.checkCounts) for (const [k, n] of Object.entries(this.checkCounts)) stats[STAT_INDEX[k as VcpuStat]] = n!;
   }
 }

@@ -11,6 +11,7 @@ import type { VcpuControl } from '../rpc/protocol.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { RandomGuestProgram, type OpMix } from '../workload/guest-program.js';
 import type { GuestTableSet } from '../workload/guest-tables.js';
+import { RoleChecker } from '../check/role-checker.js';
 import { vcpuControl } from './control.js';
 import { VcpuCore, type CpuidPolicy } from './core.js';
 import type { NestedKind } from './guest-ops.js';
@@ -24,6 +25,8 @@ export interface VcpuConfig {
   readonly policy: CpuidPolicy;
   readonly program: { readonly seed: number; readonly nestedKind: NestedKind; readonly mix?: Partial<OpMix>; readonly tables?: GuestTableSet };
   readonly loop: HostLoopOptions;
+  /** Attach the role checker (missed rebuilds, reads of invalidated roles). */
+  readonly check?: boolean;
 }
 
 export interface VcpuTask {
@@ -54,5 +57,11 @@ export function startVcpu(task: VcpuTask): StartedVcpu {
     memory: task.memoryBuffer ? GuestMemory.attach(task.memoryBuffer) : undefined,
   });
   const loop = new HostLoop(core, config.loop);
-  return { core, loop, control: vcpuControl(core, loop) };
+  let checker: RoleChecker | null = null;
+  if (config.check) {
+    checker = new RoleChecker(task.id);
+    checker.attach(core.mmu);
+    core.checkCounts = checker.counts;
+  }
+  return { core, loop, control: vcpuControl(core, loop, () => [...(checker?.findings ?? [])]) };
 }

@@ -29,6 +29,12 @@ export const VCPU_STATS = [
   'halts',
   'nestedEntries',
   'nestedExits',
+  // Role checker counts (src/check/role-checker.ts), when checking is on.
+  'invalidations',
+  'missedRebuildLatent',
+  'missedRebuildObservable',
+  'invalidReadLatent',
+  'invalidReadObservable',
 ] as const;
 export type VcpuStat = (typeof VCPU_STATS)[number];
 export const STAT_INDEX = Object.fromEntries(VCPU_STATS.map((s, i) => [s, i])) as Record<VcpuStat, number>;

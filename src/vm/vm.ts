@@ -22,7 +22,7 @@ import type { OpMix } from '../workload/guest-program.js';
 import { buildGuestTables, DEFAULT_GUEST_TABLES, type GuestTableSet } from '../workload/guest-tables.js';
 import { DEFAULT_GUEST_MEMORY_BYTES, GuestMemory } from '../memory/guest-memory.js';
 import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, requestAndKick } from './requests.js';
-import { waitAll, waitOn } from './wait.js';
+import { waitAll, type AckWord } from './wait.js';
 
 export const MAX_VCPUS = 4096;
 
@@ -43,6 +43,8 @@ export interface VmOptions {
   startPaused?: boolean;
   /** Guest physical memory in bytes (default 64 MiB). */
   memoryBytes?: number;
+  /** Attach the role checker in every vCPU. */
+  check?: boolean;
 }
 
 export interface CpuidBroadcastResult {
@@ -133,6 +135,7 @@ export class Vm {
         tables: this.tables,
       },
       loop: { ...DEFAULT_LOOP, ...o.loop, throwAfterOps: o.throwAfterOps?.get(id), startPaused: true },
+      check: o.check ?? false,
     };
     const { port1, port2 } = new MessageChannel();
     const task: VcpuTask & { port: typeof port2 } = { id, vcpuBuffer: this.buffer, memoryBuffer: this.memory.buffer, config, port: port2 };
@@ -159,14 +162,13 @@ export class Vm {
     this.assertLive();
     const acks = makeAllCpusRequest(this.records, req, opts.targets);
     if (!opts.wait || acks.length === 0) return;
-    const deadline = performance.now() + this.options.deadlineMs;
-    const waits = new Map(
+    const waits = new Map<number, AckWord>(
       acks.map((a) => {
         const rec = this.records[a.vcpu]!;
-        return [a.vcpu, () => waitOn(rec.outsideEpoch, 0, () => acknowledged(rec, a), deadline, this.deadReason(a.vcpu))] as const;
+        return [a.vcpu, { view: rec.outsideEpoch, index: 0, done: () => acknowledged(rec, a), dead: this.deadReason(a.vcpu) }];
       }),
     );
-    await waitAll(`${req.name} request`, waits);
+    await waitAll(`${req.name} request`, waits, performance.now() + this.options.deadlineMs);
   }
 
   /**
@@ -179,14 +181,13 @@ export class Vm {
     const list = targets ?? [...this.records.keys()];
     const epoch = ++this.cpuidEpoch;
     postCpuid(this.records, normaliseCpuid(cpuid), epoch, list);
-    const deadline = performance.now() + this.options.deadlineMs;
-    const waits = new Map(
+    const waits = new Map<number, AckWord>(
       list.map((id) => {
         const rec = this.records[id]!;
-        return [id, () => waitOn(rec.cpuidAppliedEpoch, 0, () => cpuidHandled(rec, epoch), deadline, this.deadReason(id))] as const;
+        return [id, { view: rec.cpuidAppliedEpoch, index: 0, done: () => cpuidHandled(rec, epoch), dead: this.deadReason(id) }];
       }),
     );
-    await waitAll('CPUID broadcast', waits);
+    await waitAll('CPUID broadcast', waits, performance.now() + this.options.deadlineMs);
     const out: CpuidBroadcastResult = { applied: [], identical: [], refused: [] };
     for (const id of list) {
       const r = Atomics.load(this.records[id]!.cpuidResult, 0);
@@ -205,14 +206,13 @@ export class Vm {
     const epoch = ++this.pingEpoch;
     for (const id of list) Atomics.store(this.records[id]!.pingPosted, 0, epoch);
     makeAllCpusRequest(this.records, REQ.PING, list);
-    const deadline = performance.now() + this.options.deadlineMs;
-    const waits = new Map(
+    const waits = new Map<number, AckWord>(
       list.map((id) => {
         const rec = this.records[id]!;
-        return [id, () => waitOn(rec.pingAck, 0, (v) => v >= epoch, deadline, this.deadReason(id))] as const;
+        return [id, { view: rec.pingAck, index: 0, done: (v) => v >= epoch, dead: this.deadReason(id) }];
       }),
     );
-    await waitAll('PING', waits);
+    await waitAll('PING', waits, performance.now() + this.options.deadlineMs);
   }
 
   /** The same change through the control plane, one vCPU at a time. */

@@ -90,6 +90,7 @@ export function runTour(strategy: StrategyName, opts: TourOptions = DEFAULT_TOUR
     });
     const checker = new RoleChecker(id);
     checker.attach(core.mmu);
+    core.checkCounts = checker.counts;
     checkers.push(checker);
     return core;
   });

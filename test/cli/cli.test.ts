@@ -73,20 +73,29 @@ describe('kvm-mmu-emu CLI', () => {
     expect(out[4]).toMatchObject({ mmu: 'nested', skipped: true });
   });
 
-  it('run compares the five strategies and ends with a conclusion line', () => {
-    const r = run(['run', '--ops', '300', '--vcpus', '3']);
+  it('run --in-thread compares the five strategies and ends with a conclusion line', () => {
+    const r = run(['run', '--in-thread', '--ops', '300', '--vcpus', '3']);
     expect(r.code).toBe(0);
     for (const s of ['valid-bit', 'level-zero', 'cpuid-stale', 'word-zero', 'invalid-bit']) expect(r.out).toContain(s);
     expect(r.out.trim().split('\n').at(-1)).toMatch(/observabl/);
   });
 
-  it('run --json is machine-readable', () => {
-    const r = run(['run', '--ops', '200', '--vcpus', '2', '--strategy', 'word-zero', '--json']);
+  it('run --in-thread --json is machine-readable', () => {
+    const r = run(['run', '--in-thread', '--ops', '200', '--vcpus', '2', '--strategy', 'word-zero', '--json']);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out);
     expect(j.results).toHaveLength(1);
     expect(j.results[0].strategy).toBe('word-zero');
-    expect(j.results[0].ops).toBe(400);
+    expect(j.results[0].stats.guestOps).toBe(400);
+  });
+
+  it('run (threaded) runs vCPU worker threads and reports their counters', () => {
+    const r = run(['run', '--strategy', 'valid-bit', '--vcpus', '3', '--seconds', '1', '--json']);
+    expect(r.code, r.err).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.results[0].stats.guestOps).toBeGreaterThan(0);
+    expect(j.results[0].stats.cpuidApplied).toBeGreaterThan(0);
+    expect(j.conclusion).toMatch(/observabl/);
   });
 });
 

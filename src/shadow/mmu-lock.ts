@@ -1,0 +1,110 @@
+/**
+ * kvm->mmu_lock for the shadow page cache: a plain mutex on one shared i32
+ * (the three-state futex mutex: 0 free, 1 held, 2 held with waiters), taken
+ * by any worker with Atomics.compareExchange / Atomics.exchange and parked
+ * with Atomics.wait, or with Atomics.waitAsync by a thread that must keep its
+ * event loop (the coordinator).
+ *
+ * Why a mutex and not a reader/writer lock: in Linux v5.17 every path of the
+ * shadow MMU modelled here (faults without the TDP MMU, root allocation and
+ * freeing, zaps, write tracking) takes mmu_lock for write; only the TDP MMU
+ * takes it for read, and the TDP MMU is not modelled. SPTE readers that do
+ * not take the lock (the hardware walk) are protected by the walker-epoch
+ * protocol instead (arena.ts), as KVM's lockless walks are by the
+ * TLB-flush-before-free rule.
+ *
+ * What it protects: every field layout.ts marks "under mmu_lock" — the page
+ * lists, hash chains, parent/rmap links, SPTE writes, page accounting, the
+ * generation flip. What is read without it is listed there too.
+ *
+ * Ownership: `lockOwner` holds 1 + the agent id of the holder, stored right
+ * after the lock is taken and cleared right before it is released, so lock
+ * assertions (on in prove mode) can say who holds it.
+ */
+import { waitAsync } from '../layout/atomics.js';
+
+const FREE = 0;
+const HELD = 1;
+const CONTENDED = 2;
+/** Compare-exchange attempts before parking (the lock is held for microseconds). */
+const SPINS = 64;
+
+export class MmuLockError extends Error {
+  override name = 'MmuLockError';
+}
+
+export class MmuLock {
+  constructor(
+    /** The `lock` word. */
+    private readonly word: Int32Array,
+    /** The `lockOwner` word. */
+    private readonly owner: Int32Array,
+    /** Check ownership on release and in assertions (KVM's lockdep). */
+    readonly prove: boolean,
+  ) {}
+
+  /**
+   * One attempt. Failure contract: on failure nothing is written; the lock
+   * word is left as found.
+   */
+  tryLock(agent: number): boolean {
+    if (Atomics.compareExchange(this.word, 0, FREE, HELD) !== FREE) return false;
+    Atomics.store(this.owner, 0, agent + 1);
+    return true;
+  }
+
+  /** write_lock(&kvm->mmu_lock), blocking the thread (workers; Node also allows it on the main thread). */
+  lock(agent: number): void {
+    if (this.prove) this.assertNotHeldBy(agent, 'lock');
+    for (let i = 0; i < SPINS; i++) if (this.tryLock(agent)) return;
+    // Announce a waiter (state 2) and sleep until the word changes; the
+    // exchange that finds FREE is the one that takes the lock.
+    while (Atomics.exchange(this.word, 0, CONTENDED) !== FREE) Atomics.wait(this.word, 0, CONTENDED);
+    Atomics.store(this.owner, 0, agent + 1);
+  }
+
+  /** write_lock without blocking the event loop (the coordinator). */
+  async lockAsync(agent: number): Promise<void> {
+    if (this.prove) this.assertNotHeldBy(agent, 'lockAsync');
+    for (let i = 0; i < SPINS; i++) if (this.tryLock(agent)) return;
+    while (Atomics.exchange(this.word, 0, CONTENDED) !== FREE) await waitAsync(this.word, 0, CONTENDED);
+    Atomics.store(this.owner, 0, agent + 1);
+  }
+
+  /** write_unlock. Wakes one waiter if any announced itself. */
+  unlock(agent: number): void {
+    if (this.prove) this.assertHeld(agent, 'unlock');
+    Atomics.store(this.owner, 0, 0);
+    // HELD -> FREE with no waiter; CONTENDED -> store FREE and wake one.
+    if (Atomics.sub(this.word, 0, 1) !== HELD) {
+      Atomics.store(this.word, 0, FREE);
+      Atomics.notify(this.word, 0, 1);
+    }
+  }
+
+  /** Run `fn` with the lock held (released on throw too). */
+  with<T>(agent: number, fn: () => T): T {
+    this.lock(agent);
+    try {
+      return fn();
+    } finally {
+      this.unlock(agent);
+    }
+  }
+
+  /** The holder as an agent id, or -1 (a snapshot). */
+  holder(): number {
+    return Atomics.load(this.owner, 0) - 1;
+  }
+
+  /** lockdep_assert_held_write: only checked in prove mode. */
+  assertHeld(agent: number, where: string): void {
+    if (!this.prove) return;
+    const h = this.holder();
+    if (h !== agent) throw new MmuLockError(`${where}: mmu_lock must be held by agent ${agent}, but ${h < 0 ? 'nobody holds it' : `agent ${h} holds it`}`);
+  }
+
+  private assertNotHeldBy(agent: number, where: string): void {
+    if (this.holder() === agent) throw new MmuLockError(`${where}: agent ${agent} already holds mmu_lock (it is not recursive)`);
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * Zapping shadow pages (Linux v5.17 mmu.c): __kvm_mmu_prepare_zap_page,
+ * kvm_mmu_commit_zap_page, kvm_mmu_zap_oldest_mmu_pages,
+ * make_mmu_pages_available, kvm_mmu_change_mmu_pages,
+ * kvm_mmu_unprotect_page (the write-tracking zap), kvm_zap_obsolete_pages,
+ * kvm_mmu_zap_all_fast and kvm_mmu_zap_all.
+ *
+ * A zap happens in two steps, as in KVM: prepare (under mmu_lock: unlink the
+ * page's children and parents, set role.invalid, take it off
+ * active_mmu_pages) and commit (flush remote TLBs, unhash, free). A page
+ * still used as a root is prepared but not committed: it stays hashed and
+ * counted until its last holder lets go (roots.ts freeRootPage), so it is
+ * never reused under a vCPU. Committed pages go to limbo and are reused
+ * only after the lockless walkers' grace period (arena.ts).
+ */
+import { PR } from '../role/page-role.js';
+import type { ShadowVm } from './arena.js';
+import { bucketFirst, bucketNext, hashGfn, hashRemove } from './hash.js';
+import { NIL, PAGE_STATE, SPTES_PER_PAGE } from './layout.js';
+import { reclaimLimbo, toLimbo, unlinkActive } from './lists.js';
+import { remoteTlbFlush, unaccountShadowed } from './page-cache.js';
+import { childOf, dropParentPte, dropSpte, firstParent, parentCount, slotOf, spteRead } from './spte.js';
+import { isLastSpte, isShadowPresent } from './spte-format.js';
+
+/** KVM_MIN_FREE_MMU_PAGES and KVM_REFILL_PAGES (kvm_host.h). */
+export const MIN_FREE_MMU_PAGES = 5;
+export const REFILL_PAGES = 25;
+
+export class ShadowZapError extends Error {
+  override name = 'ShadowZapError';
+}
+
+/** Pages prepared for freeing, committed together (KVM's invalid_list). */
+export type InvalidList = number[];
+
+/**
+ * __kvm_mmu_prepare_zap_page. Returns the pages zapped (children zapped on
+ * the way, plus this one unless it is still a root); "unstable" (children
+ * were zapped, so list walks must restart) is `children > 0`.
+ */
+export function prepareZapPage(vm: ShadowVm, agent: number, page: number, invalid: InvalidList): { zapped: number; children: number } {
+  vm.assertLocked(agent, '__kvm_mmu_prepare_zap_page');
+  vm.count(agent, 'zapped');
+  const children = unlinkChildren(vm, agent, page, invalid);
+  unlinkParents(vm, page);
+  const role = vm.roleOf(page);
+  if (!(role & PR.INVALID) && !(role & PR.DIRECT)) unaccountShadowed(vm, vm.gfnOf(page));
+  let zapped = children;
+  const onActive = vm.stateOf(page) === PAGE_STATE.ACTIVE;
+  if (vm.rootCountOf(page) === 0) {
+    zapped++;
+    // KVM: list_move from active_mmu_pages, or list_add for an already-invalid (former root) page.
+    if (onActive) unlinkActive(vm, page);
+    invalid.push(page);
+    Atomics.sub(vm.h.nUsedPages, 0, 1);
+    vm.setState(page, PAGE_STATE.ZAPPED);
+  } else {
+    if (onActive) unlinkActive(vm, page);
+    vm.setState(page, PAGE_STATE.ZAPPED);
+    // Obsolete pages are unusable by every vCPU already (a generation flip comes with MMU_RELOAD).
+    if (!vm.isObsolete(page)) {
+      vm.count(agent, 'reloadRequests');
+      vm.hooks[agent]?.reloadRemoteMmus?.();
+    }
+  }
+  Atomics.or(vm.i32, page * vm.sw32 + vm.oRole, PR.INVALID);
+  return { zapped, children };
+}
+
+/** kvm_mmu_page_unlink_children: drop every leaf, unlink every child; returns children zapped. */
+function unlinkChildren(vm: ShadowVm, agent: number, page: number, invalid: InvalidList): number {
+  const level = vm.roleOf(page) & PR.LEVEL_MASK;
+  const recurse = vm.handle.options.host.tdpEnabled;
+  let zapped = 0;
+  for (let i = 0; i < SPTES_PER_PAGE; i++) {
+    const slot = slotOf(page, i);
+    const spte = spteRead(vm, slot);
+    if (!isShadowPresent(spte)) continue;
+    if (isLastSpte(spte, level)) {
+      dropSpte(vm, slot);
+      continue;
+    }
+    const child = childOf(spte);
+    dropParentPte(vm, child, slot);
+    // mmu_page_zap_pte: parentless nested-TDP pages are zapped with their parent.
+    if (recurse && vm.roleOf(child) & PR.GUEST_MODE && parentCount(vm, child) === 0) {
+      zapped += prepareZapPage(vm, agent, child, invalid).zapped;
+    }
+  }
+  return zapped;
+}
+
+/** kvm_mmu_unlink_parents: clear every SPTE that links to `page`. */
+function unlinkParents(vm: ShadowVm, page: number): void {
+  for (let s = firstParent(vm, page); s !== NIL; s = firstParent(vm, page)) dropParentPte(vm, page, s);
+}
+
+/**
+ * kvm_mmu_commit_zap_page: flush remote TLBs, then free — here: unhash,
+ * stamp with the next zap sequence (after every link to the pages was
+ * cleared) and put in limbo; limbo pages whose grace period is already over
+ * go straight back to the free list.
+ */
+export function commitZapPage(vm: ShadowVm, agent: number, invalid: InvalidList): void {
+  vm.assertLocked(agent, 'kvm_mmu_commit_zap_page');
+  if (invalid.length === 0) return;
+  remoteTlbFlush(vm, agent);
+  const stamp = Atomics.add(vm.h.zapSeq, 0, 1) + 1;
+  for (const p of invalid) {
+    if (vm.prove && (!(vm.roleOf(p) & PR.INVALID) || vm.rootCountOf(p) !== 0)) {
+      throw new ShadowZapError(`commit of page ${p}: role.invalid ${vm.roleOf(p) & PR.INVALID ? 'set' : 'clear'}, root count ${vm.rootCountOf(p)}`);
+    }
+    hashRemove(vm, p);
+    toLimbo(vm, p, stamp);
+  }
+  invalid.length = 0;
+  reclaimLimbo(vm, agent);
+}
+
+/** kvm_mmu_zap_oldest_mmu_pages: zap unused pages from the old end of active_mmu_pages. */
+export function zapOldestPages(vm: ShadowVm, agent: number, toZap: number): number {
+  vm.assertLocked(agent, 'kvm_mmu_zap_oldest_mmu_pages');
+  const invalid: InvalidList = [];
+  let total = 0;
+  restart: for (;;) {
+    for (let p = vm.h.activeTail[0]!; p !== NIL; ) {
+      const prev = vm.i32[p * vm.sw32 + vm.oListPrev]!;
+      // Active roots are not zapped: they could not be freed and vCPUs would just reload them.
+      if (vm.rootCountOf(p) === 0) {
+        const r = prepareZapPage(vm, agent, p, invalid);
+        total += r.zapped;
+        if (total >= toZap) break restart;
+        if (r.children > 0) continue restart;
+      }
+      p = prev;
+    }
+    break;
+  }
+  commitZapPage(vm, agent, invalid);
+  if (total) vm.count(agent, 'recycled', total);
+  return total;
+}
+
+/** make_mmu_pages_available: keep MIN_FREE below n_max (a soft limit); false = -ENOSPC. */
+export function makePagesAvailable(vm: ShadowVm, agent: number): boolean {
+  vm.assertLocked(agent, 'make_mmu_pages_available');
+  const avail = Math.max(0, vm.nMax - vm.nUsed);
+  if (avail >= MIN_FREE_MMU_PAGES) return true;
+  zapOldestPages(vm, agent, REFILL_PAGES - avail);
+  if (vm.nMax - vm.nUsed > 0) return true;
+  vm.count(agent, 'noPages');
+  return false;
+}
+
+/** kvm_mmu_change_mmu_pages: a new n_max_mmu_pages, zapping down to it if needed. Takes mmu_lock. */
+export function changeMaxPages(vm: ShadowVm, agent: number, goal: number): number {
+  if (!Number.isInteger(goal) || goal < 1 || goal > vm.capacity) {
+    throw new RangeError(`n_max_mmu_pages: expected an integer in 1..${vm.capacity} (the arena's capacity), got ${goal}`);
+  }
+  return vm.lock.with(agent, () => {
+    let g = goal;
+    if (vm.nUsed > g) {
+      zapOldestPages(vm, agent, vm.nUsed - g);
+      g = vm.nUsed;
+    }
+    Atomics.store(vm.h.nMaxPages, 0, g);
+    return g;
+  });
+}
+
+/** kvm_mmu_unprotect_page: zap every valid indirect page of `gfn`. Takes mmu_lock; returns pages prepared. */
+export function unprotectGfn(vm: ShadowVm, agent: number, gfn: number): number {
+  return vm.lock.with(agent, () => {
+    const invalid: InvalidList = [];
+    let n = 0;
+    const gen = vm.mmuValidGen;
+    for (let p = bucketFirst(vm, hashGfn(gfn)); p !== NIL; p = bucketNext(vm, p)) {
+      const role = vm.roleOf(p);
+      if (vm.gfnOf(p) !== gfn || role & (PR.DIRECT | PR.INVALID) || vm.genOf(p) !== gen) continue;
+      prepareZapPage(vm, agent, p, invalid);
+      n++;
+    }
+    commitZapPage(vm, agent, invalid);
+    return n;
+  });
+}
+
+/**
+ * A guest write to guest physical address `gpa` (kvm_page_track_write →
+ * kvm_mmu_pte_write, in its simplest correct form: zap the shadow pages of
+ * the written gfn). Call it after the write reached guest memory: a fault
+ * that shadows the gfn concurrently either re-reads the new entry
+ * (gpte_changed) or is zapped here. Returns pages zapped.
+ */
+export function trackedWrite(vm: ShadowVm, agent: number, gpa: number): number {
+  // The fast checks of kvm_mmu_pte_write (indirect_shadow_pages) and page_track (the gfn's count).
+  if (Atomics.load(vm.h.indirectShadowPages, 0) === 0) return 0;
+  const gfn = Math.floor(gpa / 4096);
+  if (gfn < 0 || gfn >= vm.guestPages || Atomics.load(vm.h.gfnTrack, gfn) === 0) return 0;
+  vm.count(agent, 'trackedWrites');
+  return unprotectGfn(vm, agent, gfn);
+}
+
+/** kvm_zap_obsolete_pages: zap old-generation pages from the old end of the FIFO. Requires mmu_lock. */
+export function zapObsoletePages(vm: ShadowVm, agent: number): number {
+  vm.assertLocked(agent, 'kvm_zap_obsolete_pages');
+  const invalid: InvalidList = [];
+  let total = 0;
+  restart: for (;;) {
+    for (let p = vm.h.activeTail[0]!; p !== NIL; ) {
+      const prev = vm.i32[p * vm.sw32 + vm.oListPrev]!;
+      // FIFO: no obsolete valid page is newer than a page of the current generation.
+      if (!vm.isObsolete(p)) break;
+      if (!(vm.roleOf(p) & PR.INVALID)) {
+        const r = prepareZapPage(vm, agent, p, invalid);
+        total += r.zapped;
+        if (r.children > 0) continue restart;
+      }
+      p = prev;
+    }
+    break;
+  }
+  commitZapPage(vm, agent, invalid);
+  return total;
+}
+
+/** The VM side of a waiting KVM_REQ_MMU_RELOAD broadcast (the cache does not know vCPUs). */
+export interface ReloadBroadcast<T> {
+  /** Set KVM_REQ_MMU_RELOAD on every vCPU and kick them. Called under mmu_lock: must not wait. */
+  request(): T;
+  /** Resolve once every vCPU that was in guest mode has left it (KVM_REQUEST_WAIT). */
+  wait(token: T): Promise<void>;
+}
+
+/**
+ * kvm_mmu_zap_all_fast: under mmu_lock flip the generation and request
+ * MMU_RELOAD of every vCPU (one critical section, so a vCPU that reloads
+ * allocates its roots in the new generation); release the lock and wait for
+ * the request's acknowledgements (KVM waits inside the lock for IPI acks
+ * that need no lock; here a vCPU may need the lock to leave its fault path,
+ * so the wait is outside); then, under the lock again, zap the obsolete
+ * pages. Roots still held are zapped but not freed until released.
+ */
+export async function zapAllFast<T>(vm: ShadowVm, agent: number, reload: ReloadBroadcast<T>): Promise<{ generation: number; zapped: number }> {
+  await vm.lock.lockAsync(agent);
+  let token: T;
+  let generation: number;
+  try {
+    generation = vm.mmuValidGen ? 0 : 1;
+    Atomics.store(vm.h.mmuValidGen, 0, generation);
+    vm.count(agent, 'zapAllFast');
+    token = reload.request();
+  } finally {
+    vm.lock.unlock(agent);
+  }
+  await reload.wait(token);
+  await vm.lock.lockAsync(agent);
+  try {
+    return { generation, zapped: zapObsoletePages(vm, agent) };
+  } finally {
+    vm.lock.unlock(agent);
+  }
+}
+
+/**
+ * kvm_mmu_zap_all (VM teardown, after every vCPU unloaded its roots): zap
+ * every page on active_mmu_pages. Returns pages zapped.
+ */
+export async function zapAll(vm: ShadowVm, agent: number): Promise<number> {
+  await vm.lock.lockAsync(agent);
+  try {
+    const invalid: InvalidList = [];
+    let total = 0;
+    restart: for (;;) {
+      for (let p = vm.h.activeHead[0]!; p !== NIL; ) {
+        const next = vm.i32[p * vm.sw32 + vm.oListNext]!;
+        if (!(vm.roleOf(p) & PR.INVALID)) {
+          const r = prepareZapPage(vm, agent, p, invalid);
+          total += r.zapped;
+          if (r.children > 0) continue restart;
+        }
+        p = next;
+      }
+      break;
+    }
+    commitZapPage(vm, agent, invalid);
+    return total;
+  } finally {
+    vm.lock.unlock(agent);
+  }
+}

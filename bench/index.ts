@@ -6,6 +6,8 @@
  */
 import { availableParallelism, cpus } from 'node:os';
 import { MMU_INIT_GROUP } from './mmu-init.js';
+import { MEMORY_GROUP } from './memory.js';
+import { RESET_BROADCAST_GROUP } from './reset-broadcast.js';
 import { TIMINGS, type BenchGroup, type BenchRun, type CaseProgress, type GroupResult, type MachineInfo, type Timing } from './types.js';
 import { benchWalker } from './walker.js';
 
@@ -63,7 +65,9 @@ export const BENCH_GROUPS: readonly BenchGroup[] = [
   throughputGroup('walker', 'guest page walks/s per paging mode', 'walks/s', async (o) =>
     (await benchWalker(o)).map((r) => ({ name: r.mode, opsPerSec: r.walksPerSec })),
   ),
-  // Later: reset broadcast, zap-all, shadow cache, memory: one entry each.
+  RESET_BROADCAST_GROUP,
+  MEMORY_GROUP,
+  // Later: zap-all, shadow cache: one entry each.
 ];
 
 export const benchGroupNames = (groups: readonly BenchGroup[] = BENCH_GROUPS): string[] => groups.map((g) => g.name);

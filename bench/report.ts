@@ -45,6 +45,10 @@ function rowCells(r: BenchRow): string[] {
 export function formatGroup(g: GroupResult): string {
   const out = [`== ${g.group}: ${g.description} (${(g.elapsedMs / 1000).toFixed(1)} s)`];
   for (const n of g.notes) out.push(`  * ${n}`);
+  if (g.tables?.length) {
+    for (const t of g.tables) out.push('', t.title, textTable(t.header, t.rows, t.rightAlign));
+    return out.join('\n');
+  }
   out.push('');
   out.push(
     textTable(
@@ -92,7 +96,7 @@ export function formatRun(run: BenchRun): string {
 
 export const runToJson = (run: BenchRun): string => JSON.stringify(run, null, 2) + '\n';
 
-/** Write results.json and one <group>.svg per group with a chart into `dir`; returns the paths. */
+/** Write results.json, one <group>.svg per group with a chart and one <group>-<name>.svg per further chart into `dir`; returns the paths. */
 export function writeRunFiles(run: BenchRun, dir: string): string[] {
   mkdirSync(dir, { recursive: true });
   const written: string[] = [];
@@ -100,10 +104,12 @@ export function writeRunFiles(run: BenchRun, dir: string): string[] {
   writeFileSync(json, runToJson(run));
   written.push(json);
   for (const g of run.groups) {
-    if (!g.chart) continue;
-    const svg = join(dir, `${g.group}.svg`);
-    writeFileSync(svg, renderChart(g.chart));
-    written.push(svg);
+    const charts = [...(g.chart ? [{ file: `${g.group}.svg`, chart: g.chart }] : []), ...(g.moreCharts ?? []).map((c) => ({ file: `${g.group}-${c.name}.svg`, chart: c.chart }))];
+    for (const { file, chart } of charts) {
+      const svg = join(dir, file);
+      writeFileSync(svg, renderChart(chart));
+      written.push(svg);
+    }
   }
   return written;
 }

@@ -90,6 +90,21 @@ export interface ChartSpec {
   readonly series: readonly ChartSeries[];
 }
 
+/** A table a group formats itself (e.g. one row per vCPU count); cells are ready-made text. */
+export interface TextTableSpec {
+  readonly title: string;
+  readonly header: readonly string[];
+  readonly rows: readonly (readonly string[])[];
+  /** Per column: right-align it (numbers). */
+  readonly rightAlign: readonly boolean[];
+}
+
+/** A chart beyond a group's main one; written as `<group>-<name>.svg`. */
+export interface NamedChart {
+  readonly name: string;
+  readonly chart: ChartSpec;
+}
+
 export interface GroupResult {
   readonly group: string;
   readonly description: string;
@@ -98,6 +113,15 @@ export interface GroupResult {
   readonly rows: readonly BenchRow[];
   readonly ratios: readonly Ratio[];
   readonly chart: ChartSpec | null;
+  /** Further charts, one SVG file each (`<group>-<name>.svg`). */
+  readonly moreCharts?: readonly NamedChart[];
+  /**
+   * Tables the group formats itself. When present, the terminal shows them
+   * instead of the generic row and ratio tables (which stay in the JSON).
+   */
+  readonly tables?: readonly TextTableSpec[];
+  /** Group-specific figures for machines (JSON only), e.g. per-N records that are not timings. */
+  readonly extra?: Readonly<Record<string, unknown>>;
   /** Wall time the group took, ms. */
   readonly elapsedMs: number;
 }

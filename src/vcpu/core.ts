@@ -151,13 +151,16 @@ export class VcpuCore implements GuestView {
    * request is pending (or a kick already flipped the mode) back out.
    */
   private enterGuest(): boolean {
-    const { mode, requests } = this.rec;
+    const { mode, requests, stintSeq } = this.rec;
+    Atomics.store(stintSeq, 0, -1);
     Atomics.store(mode, 0, MODE.IN_GUEST);
     if (Atomics.load(requests, 0) !== 0 || Atomics.load(mode, 0) !== MODE.IN_GUEST) {
       this.count('entriesBackedOut');
       this.toOutside();
       return false;
     }
+    // Verified: every request made before this point would have been seen above.
+    Atomics.store(stintSeq, 0, Atomics.load(this.rec.requestSeq, 0));
     if (!this.hasRun) {
       this.hasRun = true;
       Atomics.store(this.rec.ran, 0, 1);

@@ -68,6 +68,14 @@ const VCPU_FIELDS = {
     type: 'i32',
     doc: 'guest-mode entries that passed the request re-check. Owner Atomics.add right after the re-check; requesters Atomics.load (tests prove with it that a waiting request never returns while a target is still in the entry it was in).',
   },
+  requestSeq: {
+    type: 'i32',
+    doc: 'requests made on this vCPU so far. A requester Atomics.add before setting the bit (requestAndKick). Read by the owner at stintSeq time.',
+  },
+  stintSeq: {
+    type: 'i32',
+    doc: 'the requestSeq the owner read right after its entry re-check passed (the current guest-mode stint is "verified"); -1 from just before it stores mode = IN_GUEST until then. Owner Atomics.store; tests Atomics.load it after a waiting request returned: IN_GUEST with 0 <= stintSeq < their sequence means a stint older than the request is still running guest code.',
+  },
   ran: {
     type: 'i32',
     doc: '0 until the first guest entry (KVM last_vmentry_cpu == -1), then 1. Owner stores; requesters load it for the strict CPUID policy.',

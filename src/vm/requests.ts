@@ -24,6 +24,8 @@ export interface AckWait {
  * Returns what to wait for when the request needs an "IPI", else null.
  */
 export function requestAndKick(rec: VcpuRecord, vcpu: number, req: RequestDef): AckWait | null {
+  // Sequence the request first (tests compare it with the target's stintSeq).
+  Atomics.add(rec.requestSeq, 0, 1);
   makeRequest(rec.requests, 0, req);
   if (!req.noWakeup && Atomics.load(rec.halted, 0) !== 0) {
     // kvm_vcpu_wake_up: a blocked vCPU is outside guest mode; no IPI to wait for.

@@ -41,21 +41,29 @@ describe('VM with real workers', () => {
     }
   });
 
-  it('a waiting request never returns while a target is still in the guest-mode entry it was in', async () => {
+  it('a waiting request never returns while a target still runs guest code in a stint older than the request', async () => {
     const v = await createVm({ vcpus: 12, policy: 'legacy', loop: { batch: 64 } });
     const rng = new Rng(SEED);
     await waitFor(() => v.totals().guestEntries > 100, 'guest entries');
+    let checked = 0;
     for (let round = 0; round < 150; round++) {
       const targets = [...Array(12).keys()].filter(() => rng.chance(0.6));
-      const entries = v.records.map((r) => Atomics.load(r.guestEntries, 0));
+      // requestAndKick adds 1 to each target's requestSeq before setting the bit.
+      const seq = v.records.map((r) => Atomics.load(r.requestSeq, 0) + 1);
       await v.makeAllCpusRequest(rng.chance(0.5) ? REQ.TLB_FLUSH : REQ.MMU_RELOAD, { targets, wait: true });
       for (const id of targets) {
         const rec = v.records[id]!;
-        const sameEntry = Atomics.load(rec.guestEntries, 0) === entries[id];
-        // Still IN_GUEST with no new entry since the request means the wait returned too early.
-        expect(sameEntry && Atomics.load(rec.mode, 0) === MODE.IN_GUEST, `round ${round} vCPU ${id} ${ctx}`).toBe(false);
+        // stintSeq is the requestSeq a stint read after its entry re-check (-1 before): a verified
+        // stint that read less than our sequence began before our request and must have exited.
+        const stint = Atomics.load(rec.stintSeq, 0);
+        // EXITING counts: a kicked vCPU keeps running guest code until it notices the kick.
+        const mode = Atomics.load(rec.mode, 0);
+        const inGuest = mode === MODE.IN_GUEST || mode === MODE.EXITING_GUEST;
+        if (inGuest) checked++;
+        expect(inGuest && stint >= 0 && stint < seq[id]!, `round ${round} vCPU ${id}: stint ${stint} < request ${seq[id]} ${ctx}`).toBe(false);
       }
     }
+    expect(checked, `targets seen in guest mode after a wait ${ctx}`).toBeGreaterThan(0);
     expect(v.totals().tlbFlushes + v.totals().mmuUnloads, ctx).toBeGreaterThan(0);
   });
 

@@ -9,6 +9,7 @@ import { MMU_INIT_GROUP } from './mmu-init.js';
 import { MEMORY_GROUP } from './memory.js';
 import { RESET_BROADCAST_GROUP } from './reset-broadcast.js';
 import { TIMINGS, type BenchGroup, type BenchRun, type CaseProgress, type GroupResult, type MachineInfo, type Timing } from './types.js';
+import { benchShadow } from './shadow.js';
 import { benchWalker } from './walker.js';
 
 /**
@@ -65,9 +66,15 @@ export const BENCH_GROUPS: readonly BenchGroup[] = [
   throughputGroup('walker', 'guest page walks/s per paging mode', 'walks/s', async (o) =>
     (await benchWalker(o)).map((r) => ({ name: r.mode, opsPerSec: r.walksPerSec })),
   ),
+  throughputGroup(
+    'shadow',
+    'shadow page cache: lookups/s and lockless accesses/s (1 thread, N workers), zap-all + reload',
+    'ops/s',
+    benchShadow,
+    ['zap-all + reload rows are rounds/s: flip, waiting MMU_RELOAD, zap obsolete, every vCPU reloads its root and re-faults 64 pages.'],
+  ),
   RESET_BROADCAST_GROUP,
   MEMORY_GROUP,
-  // Later: zap-all, shadow cache: one entry each.
 ];
 
 export const benchGroupNames = (groups: readonly BenchGroup[] = BENCH_GROUPS): string[] => groups.map((g) => g.name);

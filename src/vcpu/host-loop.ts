@@ -18,7 +18,7 @@ export interface HostLoopOptions {
   haltTimeoutMs: number;
   /** Fault injection for tests: throw after this many guest operations. */
   throwAfterOps?: number;
-  /** Start paused (a VMM creates every vCPU thread before the first KVM_RUN). */
+  /** Wait for the record's `go` word before the first slice (a VMM creates every vCPU thread before the first KVM_RUN). */
   startPaused?: boolean;
 }
 
@@ -32,9 +32,7 @@ export class HostLoop {
   constructor(
     readonly core: VcpuCore,
     readonly opts: HostLoopOptions,
-  ) {
-    this.paused = opts.startPaused ?? false;
-  }
+  ) {}
 
   get isPaused(): boolean {
     return this.paused;
@@ -58,6 +56,7 @@ export class HostLoop {
   async loop(): Promise<void> {
     const { core, opts } = this;
     let slices = 0;
+    if (opts.startPaused) await this.waitForGo();
     for (;;) {
       if (this.stopping) break;
       if (this.paused) {
@@ -74,6 +73,12 @@ export class HostLoop {
       else if (reason === 'userspace' || ++slices % opts.yieldEvery === 0) await yieldToEventLoop();
     }
     core.publish();
+  }
+
+  /** Until the coordinator's go, a request (e.g. STOP) or stop(); the control plane stays served. */
+  private async waitForGo(): Promise<void> {
+    const { go, requests } = this.core.rec;
+    while (Atomics.load(go, 0) === 0 && Atomics.load(requests, 0) === 0 && !this.stopping) await waitAsync(go, 0, 0, 50);
   }
 
   /**

@@ -68,6 +68,10 @@ const VCPU_FIELDS = {
     type: 'i32',
     doc: 'guest-mode entries that passed the request re-check. Owner Atomics.add right after the re-check; requesters Atomics.load (tests prove with it that a waiting request never returns while a target is still in the entry it was in).',
   },
+  go: {
+    type: 'i32',
+    doc: '0 until the coordinator lets the vCPU make its first KVM_RUN (every vCPU thread exists first); the coordinator Atomics.store 1 then Atomics.notify; the host loop waits on it with Atomics.waitAsync.',
+  },
   requestSeq: {
     type: 'i32',
     doc: 'requests made on this vCPU so far. A requester Atomics.add before setting the bit (requestAndKick). Read by the owner at stintSeq time.',

@@ -115,8 +115,8 @@ export class Vm {
       await vm.destroy();
       throw new Error(`vCPUs did not start: ${bad.map(([, r]) => (!r.ok ? r.message : '')).join('; ')}`);
     }
-    // Every vCPU thread exists and answers: now let them all run.
-    if (!opts.startPaused) await vm.resumeAll();
+    // Every vCPU thread exists and answers: now let them all run (shared memory, no message).
+    if (!opts.startPaused) vm.start();
     return vm;
   }
 
@@ -227,7 +227,17 @@ export class Vm {
     await this.callAll('pause');
   }
 
+  /** Let every vCPU make its first run (the `go` word); idempotent. */
+  start(): void {
+    for (const rec of this.records) {
+      Atomics.store(rec.go, 0, 1);
+      Atomics.notify(rec.go, 0);
+    }
+  }
+
+  /** Resume vCPUs paused over the control plane (and start any not started). */
   async resumeAll(): Promise<void> {
+    this.start();
     await this.callAll('resume');
   }
 

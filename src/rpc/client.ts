@@ -29,6 +29,11 @@ export class RpcClient {
 
   /** Call a control method; always settles: with its result, TIMEOUT or VCPU_DEAD. */
   call<M extends Method>(method: M, ...args: Parameters<VcpuControl[M]>): Promise<RpcResult<Value<M>>> {
+    return this.callWithin(this.deadlineMs, method, ...args);
+  }
+
+  /** `call` with its own deadline (e.g. the start-up handshake, which waits for the worker to boot). */
+  callWithin<M extends Method>(deadlineMs: number, method: M, ...args: Parameters<VcpuControl[M]>): Promise<RpcResult<Value<M>>> {
     if (this.deadReason) return Promise.resolve(fail('VCPU_DEAD', this.deadReason));
     this.kick();
     return new Promise((resolve) => {
@@ -41,7 +46,7 @@ export class RpcClient {
         resolve(r);
       };
       this.pending.add(settle as (r: RpcResult<never>) => void);
-      const timer = setTimeout(() => settle(fail('TIMEOUT', `vCPU ${this.vcpu}: no answer to ${method} within ${this.deadlineMs} ms`)), this.deadlineMs);
+      const timer = setTimeout(() => settle(fail('TIMEOUT', `vCPU ${this.vcpu}: no answer to ${method} within ${deadlineMs} ms`)), deadlineMs);
       const fn = this.remote[method] as unknown as (...a: unknown[]) => Promise<RpcResult<Value<M>>>;
       fn(...args).then(settle, (e: unknown) => settle(fail('INTERNAL', `vCPU ${this.vcpu}: ${method}: ${(e as Error)?.message ?? String(e)}`)));
     });

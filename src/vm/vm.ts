@@ -26,6 +26,9 @@ import { waitAll, type AckWord } from './wait.js';
 
 export const MAX_VCPUS = 4096;
 
+/** Extra start-up allowance per vCPU for the hello handshake (worker boot on a loaded 2-core machine). */
+export const STARTUP_MS_PER_VCPU = 1000;
+
 export interface VmOptions {
   vcpus: number;
   strategy?: StrategyName;
@@ -109,7 +112,9 @@ export class Vm {
     const tables = buildGuestTables(memory, { ...DEFAULT_GUEST_TABLES, seed: opts.seed ?? 1 });
     const vm = new Vm(full, allocateVcpus(opts.vcpus), memory, tables, pool);
     for (let id = 0; id < opts.vcpus; id++) vm.startVcpu(id, cpuid);
-    const hello = await Promise.all(vm.rpc.map((c) => c.call('hello', PROTOCOL_VERSION)));
+    // Workers boot one after another on few cores: the handshake's deadline grows with N.
+    const startDeadline = full.deadlineMs + STARTUP_MS_PER_VCPU * opts.vcpus;
+    const hello = await Promise.all(vm.rpc.map((c) => c.callWithin(startDeadline, 'hello', PROTOCOL_VERSION)));
     const bad = hello.map((r, id) => [id, r] as const).filter(([, r]) => !r.ok);
     if (bad.length) {
       await vm.destroy();

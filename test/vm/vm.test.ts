@@ -39,7 +39,7 @@ describe('VM with real workers', () => {
       expect(r.applied.length, ctx).toBe(64);
       for (let id = 0; id < 64; id++) expect(v.vcpuStats(id).cpuidApplied, `vCPU ${id} ${ctx}`).toBe(k);
     }
-  });
+  }, 240_000);
 
   it('a waiting request never returns while a target still runs guest code in a stint older than the request', async () => {
     const v = await createVm({ vcpus: 12, policy: 'legacy', loop: { batch: 64 } });

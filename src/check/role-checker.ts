@@ -18,6 +18,7 @@ import type { MmuContext, MmuName } from '../mmu/context.js';
 import { MmuContext as Ctx } from '../mmu/context.js';
 import type { StrategyName } from '../mmu/strategies.js';
 import type { VcpuMmu } from '../mmu/vcpu-mmu.js';
+import { hex32 } from '../role/bitfield.js';
 import { PAGE_ROLE } from '../role/page-role.js';
 
 export type Severity = 'latent' | 'observable';
@@ -90,7 +91,7 @@ export class RoleChecker {
         mmu: ctx.name,
         op: this.op,
         detail:
-          `first init of ${ctx.name}_mmu after the CPUID change took the fast path (role ${hex(ctx.roleBase)}/${hex(ctx.roleExt)})` +
+          `first init of ${ctx.name}_mmu after the CPUID change took the fast path (role ${hex32(ctx.roleBase)}/${hex32(ctx.roleExt)})` +
           (diff.length ? `; a rebuild would change ${diff.join(', ')}` : '; a rebuild would produce the same products'),
       });
     };
@@ -128,8 +129,6 @@ export class RoleChecker {
     if (this.findings.length < this.maxFindings) this.findings.push(f);
   }
 }
-
-const hex = (w: number): string => '0x' + (w >>> 0).toString(16).padStart(8, '0');
 
 function fieldValue(c: MmuContext, word: 'base' | 'ext', name: string, value: number): number {
   if (word === 'base') return PAGE_ROLE.get(value, name as (typeof PAGE_ROLE.names)[number]);

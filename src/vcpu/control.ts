@@ -9,7 +9,7 @@ import { hex32 } from '../role/bitfield.js';
 import { fail, ok, PROTOCOL_VERSION, type FindingWire, type RegsWire, type RpcResult, type VcpuControl, type VcpuSnapshot } from '../rpc/protocol.js';
 import { CPUID_RESULT, type VcpuCore } from './core.js';
 import { checkSetCr0, checkSetCr3, checkSetCr4, checkSetEfer, type CrRegs, type CrState } from './cr-checks.js';
-import { loadRegs } from './exits.js';
+import { crState, loadRegs } from './exits.js';
 import type { HostLoop } from './host-loop.js';
 import { STAT_INDEX, VCPU_STATS } from './vcpu-layout.js';
 import { resetContext } from '../mmu/init.js';
@@ -48,7 +48,7 @@ function setRegs(core: VcpuCore, want: Partial<RegsWire>): RpcResult<RegsWire> {
   } catch (e) {
     return fail('INVALID_ARGUMENT', (e as Error).message);
   }
-  const state = (r: CrRegs): CrState => ({ ...r, features: core.cpuid, smm: core.smm, host: { module: core.mmu.host.vendor === 'amd' ? 'svm' : 'vmx', nested: true } });
+  const state = (r: CrRegs): CrState => crState(core, r);
   type Step = [string, (s: CrState) => ReturnType<typeof checkSetCr4>];
   const efer: Step = ['efer', (s) => checkSetEfer(s, target.efer, { hostInitiated: true })];
   const cr4: Step = ['cr4', (s) => checkSetCr4(s, target.cr4)];

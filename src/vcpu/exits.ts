@@ -18,13 +18,13 @@ export type ExitOutcome = 'ok' | 'gp' | 'halt';
 
 const low32 = (v: bigint): number => Number(v & 0xffffffffn);
 
-/** The state the register checks read, from the core. */
-function crState(core: VcpuCore): CrState {
+/** The state the register checks read: the core's registers (or `regs` instead), CPUID, SMM, host module. */
+export function crState(core: VcpuCore, regs: CrRegs = core): CrState {
   return {
-    cr0: core.cr0,
-    cr3: core.cr3,
-    cr4: core.cr4,
-    efer: core.efer,
+    cr0: regs.cr0,
+    cr3: regs.cr3,
+    cr4: regs.cr4,
+    efer: regs.efer,
     features: core.cpuid,
     smm: core.smm,
     host: { module: core.mmu.host.vendor === 'amd' ? 'svm' : 'vmx', nested: true },

@@ -4,11 +4,11 @@
  * running) and sends TLB-flush and MMU-reload requests, waiting or not. It
  * runs for a fixed time, then collects statistics and checker findings.
  */
-import { DEFAULT_CPUID, type CpuidModel } from '../cpuid/cpuid.js';
 import type { StrategyName } from '../mmu/strategies.js';
 import type { FindingWire } from '../rpc/protocol.js';
 import { REQ } from '../vcpu/requests.js';
 import type { VcpuStat } from '../vcpu/vcpu-layout.js';
+import { randomCpuid } from '../workload/random-cpuid.js';
 import { Rng } from '../workload/rng.js';
 import { Vm, type VmOptions } from './vm.js';
 
@@ -29,12 +29,6 @@ export interface ChaosResult {
   readonly stats: Record<VcpuStat, number>;
   readonly findings: FindingWire[];
   readonly dead: Record<number, string>;
-}
-
-const MAXPHYADDRS = [36, 39, 42, 46, 48, 52] as const;
-
-function randomCpuid(rng: Rng): CpuidModel {
-  return { ...DEFAULT_CPUID, maxPhyAddr: rng.pick(MAXPHYADDRS), gbpages: rng.chance(0.5), vendor: rng.chance(0.3) ? 'amd' : 'intel' };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

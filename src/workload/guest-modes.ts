@@ -40,7 +40,6 @@ export function modeRegs(mode: PagingMode): GuestRegs {
 }
 
 export const isLong = (r: GuestRegs): boolean => (r.efer & EFER.LMA) !== 0;
-export const isPaging = (r: GuestRegs): boolean => (r.cr0 & CR0.PG) !== 0;
 
 /** A random mode with random WP/SMEP/SMAP/PKE/NX on top (PKE only in long mode). */
 export function randomGuestRegs(rng: Rng, modes: readonly PagingMode[] = PAGING_MODES): GuestRegs {

@@ -9,7 +9,7 @@
  * the same seed gives the same run.
  */
 import { RoleChecker, type RoleCheckCounts, type RoleFinding } from '../check/role-checker.js';
-import { DEFAULT_CPUID, type CpuidModel } from '../cpuid/cpuid.js';
+import { DEFAULT_CPUID } from '../cpuid/cpuid.js';
 import { STRATEGIES, type StrategyName } from '../mmu/strategies.js';
 import type { HostSettings } from '../role/host.js';
 import { VcpuCore } from '../vcpu/core.js';
@@ -19,6 +19,7 @@ import { postCpuid } from '../vm/requests.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { RandomGuestProgram } from './guest-program.js';
 import { buildGuestTables } from './guest-tables.js';
+import { randomCpuid } from './random-cpuid.js';
 import { Rng } from './rng.js';
 
 /** The three host flavours of the tour: each decides how nesting is done. */
@@ -60,12 +61,6 @@ export interface TourResult {
   checks: RoleCheckCounts;
   findings: RoleFinding[];
   elapsedMs: number;
-}
-
-const MAXPHYADDRS = [36, 39, 42, 46, 48, 52] as const;
-
-function randomCpuid(rng: Rng): CpuidModel {
-  return { ...DEFAULT_CPUID, maxPhyAddr: rng.pick(MAXPHYADDRS), gbpages: rng.chance(0.5), vendor: rng.chance(0.3) ? 'amd' : 'intel' };
 }
 
 /** Run the tour under one strategy. */

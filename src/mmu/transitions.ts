@@ -6,7 +6,7 @@
  */
 import { CR0 } from '../role/regs.js';
 import type { MmuContext } from './context.js';
-import { initMmu, initShadowEptMmu, initShadowNptMmu, type EptInit } from './init.js';
+import { initMmu, initShadowEptMmu, initShadowNptMmu, kvmMmuNewPgd, type EptInit } from './init.js';
 import type { VcpuMmu } from './vcpu-mmu.js';
 
 export interface Regs3 {
@@ -59,22 +59,26 @@ export function enterGuestEpt(v: VcpuMmu, ept: EptInit, l2: Regs3): { guest: Ini
 
 /**
  * Nested entry without nested TDP (L1 shadows L2 itself): guest mode on, L2's
- * registers, then kvm_mmu_new_pgd + kvm_init_mmu on root_mmu.
+ * registers, then nested_*_load_cr3 → kvm_mmu_new_pgd(L2's CR3) when `cr3`
+ * is given (the shadow MMU switches root there) + kvm_init_mmu on root_mmu.
  */
-export function enterGuestShadow(v: VcpuMmu, l2: Regs3): InitOutcome {
+export function enterGuestShadow(v: VcpuMmu, l2: Regs3, cr3?: bigint): InitOutcome {
   v.guestMode = true;
   loadRegs(v, l2);
+  if (cr3 !== undefined) kvmMmuNewPgd(v, cr3);
   return initMmu(v);
 }
 
 /**
  * Nested VM-exit (nested_svm_vmexit / load_vmcs12_host_state): leave guest
  * mode, L1's registers, point both MMU pointers at root_mmu, then
- * nested_*_load_cr3 → kvm_init_mmu (root_mmu; no unload, skip path applies).
+ * nested_*_load_cr3(L1's CR3, nested TDP = false) → kvm_mmu_new_pgd when
+ * `cr3` is given, and kvm_init_mmu (root_mmu; no unload, skip path applies).
  */
-export function leaveGuest(v: VcpuMmu, l1: Regs3): InitOutcome {
+export function leaveGuest(v: VcpuMmu, l1: Regs3, cr3?: bigint): InitOutcome {
   v.guestMode = false;
   loadRegs(v, l1);
   v.useContexts(false);
+  if (cr3 !== undefined) kvmMmuNewPgd(v, cr3);
   return initMmu(v);
 }

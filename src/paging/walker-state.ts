@@ -59,6 +59,12 @@ export class GuestWalker {
   pkey = 0;
   /** The translated guest physical address, page offset included (FNAME(gva_to_gpa)). */
   gpa = 0n;
+  /**
+   * The address the leaf maps in the walked space, before translate_nested_gpa:
+   * the L2 GPA of a nested walk (what the shadow EPT/NPT root translates);
+   * equal to `gpa` without nesting.
+   */
+  outerGpa = 0n;
   /** Bytes mapped by the leaf (4 KiB for the nonpaging walker). */
   pageSize = 0;
   /** Walks restarted because an accessed/dirty compare-exchange lost a race. */

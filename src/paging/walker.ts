@@ -53,6 +53,7 @@ export function gvaToGpa(
   w.access = w.pteAccess = ACC.ALL;
   w.pkey = 0;
   w.pageSize = 4096;
+  w.outerGpa = addr;
   if (nested === null) {
     w.gpa = addr;
     return true;
@@ -210,10 +211,11 @@ function finishWalk(
   if (g.kind === 'paging32' && level > 1) gpa += pse36Delta(lo);
   const offset = w.addrLo & 0xfff;
   if (nested !== null) {
+    w.outerGpa = BigInt(gpa);
     if (!translateNestedGpa(nested, mem, BigInt(gpa - offset), env.pfec, env, w, 0)) return FAULT;
     gpa = Number(nested.walker.gpa) + offset;
-  }
-  w.gpa = BigInt(gpa);
+    w.gpa = BigInt(gpa);
+  } else w.gpa = w.outerGpa = BigInt(gpa);
   w.pageSize = pageSizeAt(g, level);
 
   const writeFault = (env.pfec & PFERR.WRITE) !== 0;

@@ -14,13 +14,14 @@
  */
 import { cpuidEqual, type CpuidModel } from '../cpuid/cpuid.js';
 import { decodeCpuid } from '../cpuid/shared.js';
-import { initMmu, mmuUnload, setCpuid } from '../mmu/init.js';
+import { initMmu, mmuUnload, resetContext, setCpuid } from '../mmu/init.js';
 import type { InvalidationStrategy } from '../mmu/strategies.js';
 import { VcpuMmu } from '../mmu/vcpu-mmu.js';
 import type { HostSettings } from '../role/host.js';
-import { handleExit, type ExitOutcome } from './exits.js';
+import { handleExit, loadRegs, type ExitOutcome } from './exits.js';
 import { runsInGuestMode, type GuestOp, type GuestProgram, type GuestView, type NestedKind } from './guest-ops.js';
-import { checkRequest, MODE, REQ } from './requests.js';
+import { checkRequest, makeRequest, MODE, REQ } from './requests.js';
+import type { PendingFault, VcpuShadow } from './shadow-mmu.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { GuestAccess } from './access.js';
 import { REG_INDEX, STAT_INDEX, VCPU_FLAG, type VcpuRecord, type VcpuStat } from './vcpu-layout.js';
@@ -40,9 +41,17 @@ export interface VcpuCoreOptions {
   program: GuestProgram;
   /** Guest physical memory; without it accesses are counted but not walked. */
   memory?: GuestMemory;
-  /** Hooks for the shadow MMU and checkers (optional). */
+  /**
+   * The VM's shadow page cache as this vCPU uses it: accesses go through the
+   * SPTEs and fault into the cache. Without it, accesses are walked only.
+   */
+  shadow?: VcpuShadow;
+  /** Hooks for checkers (optional): called after each completed guest access. */
   onGuestAccess?: (core: VcpuCore, op: Extract<GuestOp, { k: 'access' }>) => void;
 }
+
+/** A faulting access is re-executed at most this many times in a row (then dropped and counted). */
+export const MAX_FAULT_RETRIES = 8;
 
 /** CR0 after INIT/RESET (vmx_vcpu_reset / svm: CD | NW | ET). */
 export const RESET_CR0 = 0x60000010n;
@@ -58,6 +67,10 @@ export class VcpuCore implements GuestView {
   private readonly program: GuestProgram;
   private readonly onGuestAccess: VcpuCoreOptions['onGuestAccess'];
   private readonly access: GuestAccess | null;
+  readonly shadow: VcpuShadow | null;
+  /** The access a fault exit asked to re-execute (the guest restarts the faulting instruction). */
+  private retryOp: Extract<GuestOp, { k: 'access' }> | null = null;
+  private retries = 0;
 
   /** Full 64-bit architectural registers; the MMU holds their low halves. */
   cr0 = 0n;
@@ -84,7 +97,9 @@ export class VcpuCore implements GuestView {
     this.program = o.program;
     this.onGuestAccess = o.onGuestAccess;
     this.access = o.memory ? new GuestAccess(o.memory) : null;
+    this.shadow = o.shadow ?? null;
     this.mmu = new VcpuMmu({ host: o.host, cpuid: o.cpuid, strategy: o.strategy, roleStorage: o.record.roles });
+    this.shadow?.attach(this);
     // kvm_arch_vcpu_create: kvm_vcpu_reset (CR0 = CD | NW | ET, the rest 0), then kvm_init_mmu.
     this.cr0 = RESET_CR0;
     this.mmu.cr0 = Number(RESET_CR0);
@@ -115,17 +130,29 @@ export class VcpuCore implements GuestView {
       const r = this.processRequests();
       if (r) return this.leave(r);
       if (this.halted) return this.leave('halt');
+      if (this.shadow) {
+        const load = this.loadMmu();
+        if (load === 'retry') continue;
+        if (load === 'userspace') return this.leave('userspace');
+      }
       if (!this.enterGuest()) continue;
       let exitOp: GuestOp | null = null;
+      let fault: PendingFault | null = null;
       // In guest mode: accesses run here; anything else is a VM exit.
       while (done < budget) {
         if (Atomics.load(this.rec.mode, 0) !== MODE.IN_GUEST) break; // kicked ("IPI")
-        const op = this.program.next(this);
+        const retry = this.retryOp;
+        const op = retry ?? this.program.next(this);
         done++;
-        this.count('guestOps');
+        if (!retry) this.count('guestOps');
         if (runsInGuestMode(op)) {
           const a = op as Extract<GuestOp, { k: 'access' }>;
-          if (this.access) this.access.run(this, a);
+          if (this.shadow) {
+            fault = this.shadow.inGuest(this, a);
+            if (fault) break;
+          } else if (this.access) this.access.run(this, a);
+          this.retryOp = null;
+          this.retries = 0;
           this.onGuestAccess?.(this, a);
         } else {
           exitOp = op;
@@ -134,8 +161,64 @@ export class VcpuCore implements GuestView {
       }
       this.exitGuest();
       if (exitOp) this.applyExit(handleExit(this, exitOp));
+      if (fault) this.applyFault(fault);
     }
     return this.leave('budget');
+  }
+
+  /**
+   * kvm_mmu_reload before entry. A root without a memslot is KVM's
+   * mmu_check_root: KVM_REQ_TRIPLE_FAULT, handled on the next pass; no page
+   * for a root makes KVM_RUN fail (-ENOSPC): back to the host, which retries.
+   */
+  private loadMmu(): 'ok' | 'retry' | 'userspace' {
+    const r = this.shadow!.reload(this);
+    if (r === 'ok') return 'ok';
+    if (r === 'triple-fault') {
+      makeRequest(this.rec.requests, 0, REQ.TRIPLE_FAULT);
+      return 'retry';
+    }
+    this.count('mmuLoadFailures');
+    return 'userspace';
+  }
+
+  /** The page-fault exit of an access; a fixed (or retried) fault re-executes the access. */
+  private applyFault(f: PendingFault): void {
+    if (this.shadow!.handleFault(this, f) === 'retry' && this.retries < MAX_FAULT_RETRIES) {
+      this.retryOp = f.op;
+      this.retries++;
+      return;
+    }
+    if (this.retryOp && this.retries >= MAX_FAULT_RETRIES) this.count('faultRetriesExhausted');
+    this.retryOp = null;
+    this.retries = 0;
+  }
+
+  /**
+   * A shutdown (triple fault) as the VMM answers it: reset this vCPU — out
+   * of L2 and SMM, registers as after RESET, kvm_mmu_reset_context.
+   */
+  private resetVcpu(): void {
+    this.count('tripleFaults');
+    this.l1 = null;
+    this.nestedKind = null;
+    this.nestedRoot = 0n;
+    this.smram = null;
+    this.halted = false;
+    this.retryOp = null;
+    this.retries = 0;
+    this.mmu.smm = false;
+    this.mmu.guestMode = false;
+    this.mmu.useContexts(false);
+    loadRegs(this, { cr0: RESET_CR0, cr3: 0n, cr4: 0n, efer: 0n });
+    resetContext(this.mmu);
+    this.count('mmuResets');
+  }
+
+  /** vCPU destruction (kvm_mmu_destroy → kvm_mmu_unload): give back every root. Idempotent. */
+  shutdown(): void {
+    mmuUnload(this.mmu);
+    this.publish();
   }
 
   private applyExit(o: ExitOutcome): void {
@@ -160,6 +243,7 @@ export class VcpuCore implements GuestView {
       return false;
     }
     // Verified: every request made before this point would have been seen above.
+    if (this.shadow) Atomics.store(this.rec.rootPage, 0, this.shadow.rootPage(this));
     Atomics.store(stintSeq, 0, Atomics.load(this.rec.requestSeq, 0));
     if (!this.hasRun) {
       this.hasRun = true;
@@ -204,7 +288,10 @@ export class VcpuCore implements GuestView {
     }
     if (checkRequest(q, 0, REQ.TLB_FLUSH_CURRENT)) this.count('tlbFlushes');
     if (checkRequest(q, 0, REQ.TLB_FLUSH_GUEST)) this.count('tlbFlushes');
-    if (checkRequest(q, 0, REQ.TRIPLE_FAULT)) this.count('requestsHandled');
+    if (checkRequest(q, 0, REQ.TRIPLE_FAULT)) {
+      this.resetVcpu();
+      return 'userspace';
+    }
     if (checkRequest(q, 0, REQ.USERSPACE_EXIT)) return 'userspace';
     return null;
   }

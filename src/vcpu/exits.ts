@@ -115,7 +115,7 @@ function nestedEntry(core: VcpuCore, op: Extract<GuestOp, { k: 'vmentry' }>): Ex
     enterGuestEpt(core.mmu, { ...caps, accessedDirty: (op.nestedRoot & 0x40n) !== 0n, level, eptp: op.nestedRoot }, l2);
   }
   else if (op.kind === 'npt') enterGuestNpt(core.mmu, l1, l2, op.nestedRoot);
-  else enterGuestShadow(core.mmu, l2);
+  else enterGuestShadow(core.mmu, l2, op.l2.cr3);
   core.cr0 = op.l2.cr0;
   core.cr3 = op.l2.cr3;
   core.cr4 = op.l2.cr4;
@@ -127,7 +127,7 @@ function nestedEntry(core: VcpuCore, op: Extract<GuestOp, { k: 'vmentry' }>): Ex
 function nestedExit(core: VcpuCore): void {
   const l1 = core.l1;
   if (!core.guestMode || !l1) return;
-  leaveGuest(core.mmu, { cr0: low32(l1.cr0), cr4: low32(l1.cr4), efer: low32(l1.efer) });
+  leaveGuest(core.mmu, { cr0: low32(l1.cr0), cr4: low32(l1.cr4), efer: low32(l1.efer) }, l1.cr3);
   core.cr0 = l1.cr0;
   core.cr3 = l1.cr3;
   core.cr4 = l1.cr4;

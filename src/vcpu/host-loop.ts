@@ -72,7 +72,7 @@ export class HostLoop {
       if (reason === 'halt') await this.block();
       else if (reason === 'userspace' || ++slices % opts.yieldEvery === 0) await yieldToEventLoop();
     }
-    core.publish();
+    core.shutdown();
   }
 
   /** Until the coordinator's go, a request (e.g. STOP) or stop(); the control plane stays served. */

@@ -17,6 +17,10 @@ import { VcpuCore, type CpuidPolicy } from './core.js';
 import type { NestedKind } from './guest-ops.js';
 import { HostLoop, type HostLoopOptions } from './host-loop.js';
 import { bindVcpu } from './vcpu-layout.js';
+import { ShadowVm, type ShadowVmHandle } from '../shadow/index.js';
+import { makeAllCpusRequest } from '../vm/requests.js';
+import { REQ } from './requests.js';
+import { VcpuShadow } from './shadow-mmu.js';
 
 export interface VcpuConfig {
   readonly host: HostSettings;
@@ -35,6 +39,10 @@ export interface VcpuTask {
   readonly vcpuBuffer: SharedArrayBuffer;
   /** The VM's guest physical memory (GuestMemory buffer). */
   readonly memoryBuffer?: SharedArrayBuffer;
+  /** vCPUs in the VM (records in vcpuBuffer); needed to reach the others (remote requests). */
+  readonly vcpuCount?: number;
+  /** The VM's shadow page cache; this vCPU is agent `id` (needs memoryBuffer). */
+  readonly shadow?: ShadowVmHandle;
   readonly config: VcpuConfig;
 }
 
@@ -44,8 +52,27 @@ export interface StartedVcpu {
   readonly control: VcpuControl;
 }
 
+/**
+ * This vCPU's handle on the shared cache, with the hooks that reach the other
+ * vCPUs: kvm_reload_remote_mmus and kvm_flush_remote_tlbs set the request on
+ * every vCPU and kick, without waiting (they run under mmu_lock).
+ */
+function shadowFor(task: VcpuTask, memory: GuestMemory | undefined): VcpuShadow | undefined {
+  if (!task.shadow) return undefined;
+  if (!memory) throw new RangeError('a vCPU with a shadow page cache needs the guest memory');
+  const vm = ShadowVm.attach(task.shadow);
+  const n = task.vcpuCount ?? 1;
+  const records = Array.from({ length: n }, (_, i) => bindVcpu(task.vcpuBuffer, i));
+  vm.setHooks(task.id, {
+    reloadRemoteMmus: () => void makeAllCpusRequest(records, REQ.MMU_RELOAD),
+    flushRemoteTlbs: () => void makeAllCpusRequest(records, REQ.TLB_FLUSH),
+  });
+  return new VcpuShadow(vm, task.id, memory);
+}
+
 export function startVcpu(task: VcpuTask): StartedVcpu {
   const { config } = task;
+  const memory = task.memoryBuffer ? GuestMemory.attach(task.memoryBuffer) : undefined;
   const core = new VcpuCore({
     id: task.id,
     record: bindVcpu(task.vcpuBuffer, task.id),
@@ -54,7 +81,8 @@ export function startVcpu(task: VcpuTask): StartedVcpu {
     strategy: STRATEGIES[config.strategy],
     policy: config.policy,
     program: new RandomGuestProgram(config.program),
-    memory: task.memoryBuffer ? GuestMemory.attach(task.memoryBuffer) : undefined,
+    memory,
+    shadow: shadowFor(task, memory),
   });
   const loop = new HostLoop(core, config.loop);
   let checker: RoleChecker | null = null;

@@ -29,6 +29,15 @@ export const VCPU_STATS = [
   'halts',
   'nestedEntries',
   'nestedExits',
+  // Shadow MMU (src/vcpu/shadow-mmu.ts), when the VM has a shadow page cache.
+  'shadowHits',
+  'shadowExits',
+  'emulatedWrites',
+  'mmioAccesses',
+  'shadowNoPages',
+  'faultRetriesExhausted',
+  'mmuLoadFailures',
+  'tripleFaults',
   // Role checker counts (src/check/role-checker.ts), when checking is on.
   'invalidations',
   'missedRebuildLatent',
@@ -79,6 +88,10 @@ const VCPU_FIELDS = {
   stintSeq: {
     type: 'i32',
     doc: 'the requestSeq the owner read right after its entry re-check passed (the current guest-mode stint is "verified"); -1 from just before it stores mode = IN_GUEST until then. Owner Atomics.store; tests Atomics.load it after a waiting request returned: IN_GUEST with 0 <= stintSeq < their sequence means a stint older than the request is still running guest code.',
+  },
+  rootPage: {
+    type: 'i32',
+    doc: 'the shadow page the current MMU translates through in the current stint (its root, or the first PAE root; -1 none). Owner Atomics.store after its entry re-check passed and before stintSeq; checkers load stintSeq, rootPage, then stintSeq again: equal sequences mean the root belongs to that verified stint.',
   },
   ran: {
     type: 'i32',

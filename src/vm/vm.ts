@@ -21,8 +21,10 @@ import { allocateVcpus, bindVcpu, STAT_INDEX, VCPU_STATS, type VcpuRecord, type 
 import type { OpMix } from '../workload/guest-program.js';
 import { buildGuestTables, DEFAULT_GUEST_TABLES, type GuestTableSet } from '../workload/guest-tables.js';
 import { DEFAULT_GUEST_MEMORY_BYTES, GuestMemory } from '../memory/guest-memory.js';
-import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, requestAndKick } from './requests.js';
+import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, requestAndKick, type AckWait } from './requests.js';
+import { audit, reclaimLimbo, ShadowVm, trackedWrite, vmGauges, vmStats, zapAll, zapAllFast, type ShadowCounters, type ShadowGauges } from '../shadow/index.js';
 import { waitAll, type AckWord } from './wait.js';
+import { checkAfterWait, nextRequestSeqs, type LostInvalidation } from '../check/lost-invalidation.js';
 
 export const MAX_VCPUS = 4096;
 
@@ -48,6 +50,37 @@ export interface VmOptions {
   memoryBytes?: number;
   /** Attach the role checker in every vCPU. */
   check?: boolean;
+  /**
+   * The VM-wide shadow page cache every vCPU's accesses go through (default
+   * on; false: accesses only walk the guest tables). `maxPages` is
+   * n_max_mmu_pages (default: KVM's kvm_mmu_calculate_default_mmu_pages).
+   */
+  shadow?: false | { readonly maxPages?: number; readonly prove?: boolean };
+}
+
+export interface ZapAllResult {
+  /** The new mmu_valid_gen. */
+  readonly generation: number;
+  /** Obsolete pages zapped after the wait. */
+  readonly zapped: number;
+  /** Invariant 5 findings taken when the reload wait returned (empty when correct). */
+  readonly lostInvalidations: readonly LostInvalidation[];
+}
+
+/** kvm_mmu_calculate_default_mmu_pages: 20 per mille of guest pages, at least KVM_MIN_ALLOC_MMU_PAGES (64). */
+export const defaultMmuPages = (guestPages: number): number => Math.max(64, Math.floor((guestPages * 20) / 1000));
+
+/** What the shadow cache looked like after teardown: every root given back, every page free. */
+export interface ShadowTeardown {
+  readonly stats: ShadowCounters;
+  readonly gauges: ShadowGauges;
+  /** Pages whose root count was not zero after every vCPU stopped (page → count). */
+  readonly rootsLeft: ReadonlyMap<number, number>;
+  /** Audit violations (src/shadow/audit.ts), empty when consistent. */
+  readonly audit: readonly string[];
+  /** Free pages after zap-all and reclaim, and the arena's capacity (equal when nothing leaked). */
+  readonly freePages: number;
+  readonly capacity: number;
 }
 
 export interface CpuidBroadcastResult {
@@ -75,6 +108,10 @@ export class Vm {
   private cpuidEpoch = 0;
   private pingEpoch = 0;
   private destroyed = false;
+  /** The coordinator's agent id in the shadow cache (the vCPUs are 0..N-1). */
+  readonly shadowAgent: number;
+  /** Filled by destroy() when the VM has a shadow cache and every vCPU stopped normally. */
+  shadowTeardown: ShadowTeardown | null = null;
 
   private constructor(
     readonly options: Required<Pick<VmOptions, 'vcpus' | 'strategy' | 'policy' | 'deadlineMs'>> & VmOptions,
@@ -82,8 +119,16 @@ export class Vm {
     readonly memory: GuestMemory,
     readonly tables: GuestTableSet,
     private readonly pool: Piscina,
+    /** The shadow page cache (null when the VM runs without one). */
+    readonly shadow: ShadowVm | null,
   ) {
     this.records = Array.from({ length: options.vcpus }, (_, i) => bindVcpu(buffer, i));
+    this.shadowAgent = options.vcpus;
+    // The coordinator's own zaps reach the vCPUs like a vCPU's do: set, kick, never wait under the lock.
+    this.shadow?.setHooks(this.shadowAgent, {
+      reloadRemoteMmus: () => void makeAllCpusRequest(this.records, REQ.MMU_RELOAD),
+      flushRemoteTlbs: () => void makeAllCpusRequest(this.records, REQ.TLB_FLUSH),
+    });
   }
 
   get vcpus(): number {
@@ -110,7 +155,18 @@ export class Vm {
     });
     const memory = GuestMemory.create(opts.memoryBytes ?? DEFAULT_GUEST_MEMORY_BYTES);
     const tables = buildGuestTables(memory, { ...DEFAULT_GUEST_TABLES, seed: opts.seed ?? 1 });
-    const vm = new Vm(full, allocateVcpus(opts.vcpus), memory, tables, pool);
+    const guestPages = memory.size / 4096;
+    const shadow =
+      opts.shadow === false
+        ? null
+        : ShadowVm.create({
+            maxPages: opts.shadow?.maxPages ?? defaultMmuPages(guestPages),
+            agents: opts.vcpus + 1,
+            guestPages,
+            host: opts.host ?? DEFAULT_HOST,
+            prove: opts.shadow?.prove,
+          });
+    const vm = new Vm(full, allocateVcpus(opts.vcpus), memory, tables, pool, shadow);
     for (let id = 0; id < opts.vcpus; id++) vm.startVcpu(id, cpuid);
     // Workers boot one after another on few cores: the handshake's deadline grows with N.
     const startDeadline = full.deadlineMs + STARTUP_MS_PER_VCPU * opts.vcpus;
@@ -143,7 +199,15 @@ export class Vm {
       check: o.check ?? false,
     };
     const { port1, port2 } = new MessageChannel();
-    const task: VcpuTask & { port: typeof port2 } = { id, vcpuBuffer: this.buffer, memoryBuffer: this.memory.buffer, config, port: port2 };
+    const task: VcpuTask & { port: typeof port2 } = {
+      id,
+      vcpuBuffer: this.buffer,
+      vcpuCount: this.vcpus,
+      memoryBuffer: this.memory.buffer,
+      shadow: this.shadow?.handle,
+      config,
+      port: port2,
+    };
     const rec = this.records[id]!;
     this.rpc[id] = new RpcClient(port1, id, () => requestAndKick(rec, id, REQ.USERSPACE_EXIT), o.deadlineMs);
     this.tasks[id] = this.pool.run(task, { transferList: [port2] }).then(
@@ -166,14 +230,90 @@ export class Vm {
   async makeAllCpusRequest(req: RequestDef, opts: { targets?: number[]; wait?: boolean } = {}): Promise<void> {
     this.assertLive();
     const acks = makeAllCpusRequest(this.records, req, opts.targets);
-    if (!opts.wait || acks.length === 0) return;
+    if (opts.wait) await this.waitAcks(req.name, acks);
+  }
+
+  /** Wait until every acknowledgement of a WAIT request arrived (the targets left guest mode). */
+  private async waitAcks(what: string, acks: readonly AckWait[]): Promise<void> {
+    if (acks.length === 0) return;
     const waits = new Map<number, AckWord>(
       acks.map((a) => {
         const rec = this.records[a.vcpu]!;
         return [a.vcpu, { view: rec.outsideEpoch, index: 0, done: () => acknowledged(rec, a), dead: this.deadReason(a.vcpu) }];
       }),
     );
-    await waitAll(`${req.name} request`, waits, performance.now() + this.options.deadlineMs);
+    await waitAll(`${what} request`, waits, performance.now() + this.options.deadlineMs);
+  }
+
+  private requireShadow(): ShadowVm {
+    if (!this.shadow) throw new Error('this VM runs without a shadow page cache (shadow: false)');
+    return this.shadow;
+  }
+
+  /**
+   * kvm_mmu_zap_all_fast from the coordinator: flip the generation and make
+   * a waiting MMU_RELOAD on every vCPU under mmu_lock, wait until every vCPU
+   * that was in guest mode left it (so none runs on an old root any more),
+   * then zap the obsolete pages.
+   */
+  async zapAllFast(): Promise<ZapAllResult> {
+    this.assertLive();
+    const shadow = this.requireShadow();
+    let lost: LostInvalidation[] = [];
+    let seq: number[] = [];
+    let oldGeneration = 0;
+    const r = await zapAllFast(shadow, this.shadowAgent, {
+      request: () => {
+        oldGeneration = shadow.mmuValidGen ^ 1;
+        seq = nextRequestSeqs(this.records);
+        return makeAllCpusRequest(this.records, REQ.MMU_RELOAD);
+      },
+      wait: async (acks) => {
+        await this.waitAcks('MMU_RELOAD (zap all)', acks);
+        // Invariant 5, the moment the wait returned: nobody left on the old generation.
+        lost = checkAfterWait(this.records, this.records.keys(), seq, { shadow, oldGeneration });
+      },
+    });
+    return { ...r, lostInvalidations: lost };
+  }
+
+  /**
+   * kvm_mmu_zap_all (what KVM does at VM teardown and what zap-all-fast
+   * replaced): zap every page one by one under mmu_lock; roots still in use
+   * are zapped but stay allocated until their holders reload (the zap makes
+   * MMU_RELOAD on every vCPU, without waiting). Returns pages zapped.
+   */
+  async zapAllPages(): Promise<number> {
+    this.assertLive();
+    return zapAll(this.requireShadow(), this.shadowAgent);
+  }
+
+  /**
+   * A guest page-table edit made by the VMM or the emulator: store the 64-bit
+   * entry at `gpa` (Atomics), then the write-tracking path
+   * (kvm_page_track_write → zap the shadow pages of that gfn). Returns the
+   * shadow pages zapped.
+   */
+  writeGuestPte(gpa: number, value: bigint): number {
+    this.assertLive();
+    this.memory.store64(gpa, value);
+    return this.shadow ? trackedWrite(this.shadow, this.shadowAgent, gpa) : 0;
+  }
+
+  /** A full consistency audit of the shadow cache under mmu_lock, while the vCPUs run (empty when consistent). */
+  async auditShadow(): Promise<string[]> {
+    const shadow = this.requireShadow();
+    await shadow.lock.lockAsync(this.shadowAgent);
+    try {
+      return audit(shadow);
+    } finally {
+      shadow.lock.unlock(this.shadowAgent);
+    }
+  }
+
+  /** Shadow cache counters (VM-wide sum over agents) and gauges; null without a cache. */
+  shadowStats(): { stats: ShadowCounters; gauges: ShadowGauges } | null {
+    return this.shadow ? { stats: vmStats(this.shadow), gauges: vmGauges(this.shadow) } : null;
   }
 
   /**
@@ -293,6 +433,29 @@ export class Vm {
     clearTimeout(timer);
     for (const c of this.rpc) c.close();
     await this.pool.destroy();
+    if (this.shadow && this.dead.size === 0) this.shadowTeardown = await this.teardownShadow(this.shadow);
     return this.totals();
+  }
+
+  /**
+   * kvm_mmu_uninit_vm after every vCPU gave its roots back (kvm_mmu_destroy):
+   * no root count left, zap every page, reclaim, audit.
+   */
+  private async teardownShadow(shadow: ShadowVm): Promise<ShadowTeardown> {
+    const rootsLeft = new Map<number, number>();
+    for (let p = 0; p < shadow.capacity; p++) {
+      const n = shadow.rootCountOf(p);
+      if (n !== 0) rootsLeft.set(p, n);
+    }
+    await zapAll(shadow, this.shadowAgent);
+    shadow.lock.with(this.shadowAgent, () => reclaimLimbo(shadow, this.shadowAgent));
+    return {
+      stats: vmStats(shadow),
+      gauges: vmGauges(shadow),
+      rootsLeft,
+      audit: audit(shadow),
+      freePages: shadow.freeCount,
+      capacity: shadow.capacity,
+    };
   }
 }

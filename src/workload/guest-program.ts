@@ -84,8 +84,11 @@ export class RandomGuestProgram implements GuestProgram {
   private generate(view: GuestView): GuestOp | null {
     const rng = this.rng;
     switch (rng.weighted(this.mix)) {
-      case 'access':
-        return { k: 'access', gva: this.gva(), write: rng.chance(0.4), fetch: rng.chance(0.1), user: rng.chance(0.3) };
+      case 'access': {
+        // A load, a store or an instruction fetch: never a fetch that writes.
+        const write = rng.chance(0.4);
+        return { k: 'access', gva: this.gva(), write, fetch: !write && rng.chance(1 / 6), user: rng.chance(0.3) };
+      }
       case 'toggle': {
         const regs = { cr0: Number(view.cr0 & 0xffffffffn), cr4: Number(view.cr4 & 0xffffffffn), efer: Number(view.efer & 0xffffffffn) };
         const t = rng.pick(toggleableBits(regs));

@@ -15,6 +15,7 @@ import type { HostSettings } from '../role/host.js';
 import { MmuLock } from './mmu-lock.js';
 import { NIL, SHADOW_AGENT_LAYOUT, SHADOW_PAGE_LAYOUT, SHADOW_STAT_INDEX, shadowVmLayout, type PageState, type ShadowStat } from './layout.js';
 import { spteMasksFor, type SpteMasks } from './spte-format.js';
+import type { ShadowTracer } from '../trace/shadow-tracer.js';
 
 /** Pages beyond n_max_mmu_pages in the default arena: make_mmu_pages_available is a soft limit (one fault may take up to four more pages). */
 export const ARENA_SLACK = 16;
@@ -50,6 +51,8 @@ export interface ShadowHooks {
   reloadRemoteMmus?(): void;
   /** kvm_flush_remote_tlbs: KVM_REQ_TLB_FLUSH to every vCPU (SPTEs were dropped or write-protected). */
   flushRemoteTlbs?(): void;
+  /** The kvmmmu tracepoints of this agent's thread (src/trace); absent = tracing off, at the cost of one property read. */
+  trace?: ShadowTracer;
 }
 
 /** Everything another thread needs to attach: structured-clonable. */

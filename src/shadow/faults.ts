@@ -195,7 +195,10 @@ function mmuSetSpte(vm: ShadowVm, agent: number, slot: number, page: number, acc
 function shadowPageFault(vm: ShadowVm, agent: number, roots: RootSet, mmu: ShadowMmuView, mem: GuestMemory, req: FaultRequest, g: WalkerGeometry): FaultResult {
   const w = req.walker ?? new GuestWalker();
   const env = { pfec: req.errorCode & (PFERR.WRITE | PFERR.USER | PFERR.FETCH), cpl: req.cpl ?? 0, eflagsAc: req.eflagsAc ?? false, pkru: req.pkru ?? 0 };
+  // FNAME(walk_addr_generic) traces the address and the access KVM passes: the fault's error code less PFERR_RSVD.
+  vm.hooks[agent]?.trace?.pagetableWalk(req.addr, req.errorCode & ~PFERR.RSVD);
   if (!walkAddrGeneric(w, g, mmu, mem, req.guest, BigInt.asUintN(64, req.addr), env, null, req.isWalkMmu ?? true)) {
+    vm.hooks[agent]?.trace?.walkerError(w.fault.errorCode);
     return { kind: 'guest-fault', fault: { ...w.fault } };
   }
   const gfn = Number(w.gpa >> 12n);

@@ -22,6 +22,46 @@ import type { MmuContext } from './context.js';
 import { updatePermissionBitmask, updatePkruBitmask } from './permissions.js';
 import { resetRsvdsBitsMask, resetRsvdsBitsMaskEpt } from './rsvd.js';
 import type { VcpuMmu } from './vcpu-mmu.js';
+import { mutant } from '../check/mutants.js';
+
+/** Set only inside forceRebuild: the skip test then always misses. */
+let forcing = false;
+
+/** The arguments of guest_mmu's last init (nested entry): what a forced rebuild of it repeats. */
+export type GuestMmuInit =
+  | { readonly kind: 'ept'; readonly ept: EptInit }
+  | { readonly kind: 'npt'; readonly cr0: number; readonly cr4: number; readonly efer: number; readonly nestedCr3: bigint };
+
+/**
+ * A forced rebuild of one context now: the init path that owns `ctx`
+ * (root_mmu: TDP or shadow by tdp_enabled; nested_mmu; guest_mmu with the
+ * arguments of its last init) run with the skip test disabled, on `v` as it
+ * is — fields the path does not assign stay as they are. For checkers, on a
+ * scratch VcpuMmu (it counts a rebuild and calls __kvm_mmu_new_pgd hooks).
+ */
+export function forceRebuild(v: VcpuMmu, ctx: MmuContext, guestInit: GuestMmuInit | null): void {
+  forcing = true;
+  try {
+    if (ctx === v.nestedMmu) initNestedMmu(v);
+    else if (ctx === v.rootMmu) {
+      if (v.host.tdpEnabled) initTdpMmu(v);
+      else initShadowMmu(v);
+    } else if (guestInit?.kind === 'ept') initShadowEptMmu(v, guestInit.ept);
+    else if (guestInit?.kind === 'npt') {
+      // nested_svm_init_mmu_context runs before enter_guest_mode: the NPT role sees guest mode clear.
+      const guestMode = v.guestMode;
+      v.guestMode = false;
+      try {
+        initShadowNptMmu(v, guestInit.cr0, guestInit.cr4, guestInit.efer, guestInit.nestedCr3);
+      } finally {
+        v.guestMode = guestMode;
+      }
+    }
+    else throw new RangeError('guest_mmu was never initialised: no arguments to rebuild it with');
+  } finally {
+    forcing = false;
+  }
+}
 
 /** The five init paths, by the names the CLI and scenarios use. */
 export const INIT_PATHS = ['tdp', 'shadow', 'shadow-npt', 'shadow-ept', 'nested'] as const;
@@ -34,7 +74,7 @@ export type InitPath = (typeof INIT_PATHS)[number];
  */
 function skipIfUnchanged(ctx: MmuContext, role: Role): boolean {
   ctx.stats.inits++;
-  if (ctx.roleEquals(role.base, role.ext)) {
+  if (!forcing && ctx.roleEquals(role.base, role.ext)) {
     ctx.stats.fastPathHits++;
     return true;
   }
@@ -268,7 +308,7 @@ export function resetContext(v: VcpuMmu): { ctx: MmuContext; skipped: boolean } 
 export function afterSetCpuid(v: VcpuMmu): { ctx: MmuContext; skipped: boolean } {
   for (const ctx of [v.rootMmu, v.guestMmu, v.nestedMmu]) {
     v.hooks.beforeInvalidate?.(v, ctx);
-    v.strategy.invalidate(ctx);
+    if (!mutant['cpuid-no-invalidate']) v.strategy.invalidate(ctx);
   }
   return resetContext(v);
 }

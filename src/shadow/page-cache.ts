@@ -16,11 +16,12 @@
  * to any shadowed guest table is caught and zaps (zap.ts unprotectGfn).
  */
 import { ACC, PR } from '../role/page-role.js';
-import { type ShadowVm } from './arena.js';
+import { ShadowArenaError, type ShadowVm } from './arena.js';
 import { bucketFirst, bucketNext, hashGfn, hashInsert } from './hash.js';
 import { NIL } from './layout.js';
 import { activate, takeFreePage } from './lists.js';
 import { rmapWriteProtect } from './spte.js';
+import { mutant } from '../check/mutants.js';
 
 /** What kvm_mmu_get_page reads from vcpu->arch.mmu. */
 export interface PageRoleSource {
@@ -69,10 +70,15 @@ export function getPage(vm: ShadowVm, agent: number, mmu: PageRoleSource, gfn: n
       continue;
     }
     // A different role for the same gfn: no unsync pages exist here, so nothing to zap (KVM zaps unsync ones).
-    if (pRole !== role) continue;
+    if (pRole !== role && !mutant['lookup-ignores-role']) continue;
+    // Prove mode (stress invariant 3): a lookup hands out only a valid page of exactly the role asked for.
+    if (vm.prove && (pRole !== role || vm.isObsolete(p))) {
+      throw new ShadowArenaError(`kvm_mmu_get_page: page ${p} (gfn ${gfn}) has role ${pRole.toString(16)}, the lookup asked for ${role.toString(16)}`);
+    }
     // direct_map: done; shadow: no unsync page to sync, no write-flooding count to clear.
     vm.count(agent, 'hashHits');
     noteCollisions(vm, agent, collisions);
+    vm.hooks[agent]?.trace?.getPage(gfn, pRole, false, gen, vm.rootCountOf(p));
     return p;
   }
   vm.count(agent, 'hashMisses');
@@ -88,6 +94,7 @@ export function getPage(vm: ShadowVm, agent: number, mmu: PageRoleSource, gfn: n
     if (rmapWriteProtect(vm, gfn)) remoteTlbFlush(vm, agent);
   }
   vm.count(agent, 'pagesCreated');
+  vm.hooks[agent]?.trace?.getPage(gfn, role, true, gen, 0);
   return p;
 }
 

@@ -21,6 +21,7 @@ import { reclaimLimbo, toLimbo, unlinkActive } from './lists.js';
 import { remoteTlbFlush, unaccountShadowed } from './page-cache.js';
 import { childOf, dropParentPte, dropSpte, firstParent, parentCount, slotOf, spteRead } from './spte.js';
 import { isLastSpte, isShadowPresent } from './spte-format.js';
+import { mutant } from '../check/mutants.js';
 
 /** KVM_MIN_FREE_MMU_PAGES and KVM_REFILL_PAGES (kvm_host.h). */
 export const MIN_FREE_MMU_PAGES = 5;
@@ -40,6 +41,7 @@ export type InvalidList = number[];
  */
 export function prepareZapPage(vm: ShadowVm, agent: number, page: number, invalid: InvalidList): { zapped: number; children: number } {
   vm.assertLocked(agent, '__kvm_mmu_prepare_zap_page');
+  vm.hooks[agent]?.trace?.prepareZap(vm.gfnOf(page), vm.roleOf(page), vm.rootCountOf(page), vm.genOf(page));
   vm.count(agent, 'zapped');
   const children = unlinkChildren(vm, agent, page, invalid);
   unlinkParents(vm, page);
@@ -194,7 +196,7 @@ export function unprotectGfn(vm: ShadowVm, agent: number, gfn: number): number {
  */
 export function trackedWrite(vm: ShadowVm, agent: number, gpa: number): number {
   // The fast checks of kvm_mmu_pte_write (indirect_shadow_pages) and page_track (the gfn's count).
-  if (Atomics.load(vm.h.indirectShadowPages, 0) === 0) return 0;
+  if (Atomics.load(vm.h.indirectShadowPages, 0) === 0 || mutant['no-write-tracking']) return 0;
   const gfn = Math.floor(gpa / 4096);
   if (gfn < 0 || gfn >= vm.guestPages || Atomics.load(vm.h.gfnTrack, gfn) === 0) return 0;
   vm.count(agent, 'trackedWrites');
@@ -246,6 +248,8 @@ export async function zapAllFast<T>(vm: ShadowVm, agent: number, reload: ReloadB
   let token: T;
   let generation: number;
   try {
+    // trace_kvm_mmu_zap_all_fast comes before the flip: the old generation.
+    vm.hooks[agent]?.trace?.zapAllFast(vm.mmuValidGen, vm.nUsed);
     generation = vm.mmuValidGen ? 0 : 1;
     Atomics.store(vm.h.mmuValidGen, 0, generation);
     vm.count(agent, 'zapAllFast');

@@ -15,6 +15,7 @@ import type { WalkEnv } from '../paging/permission.js';
 import { PFERR } from '../paging/format.js';
 import type { VcpuCore } from './core.js';
 import type { GuestOp } from './guest-ops.js';
+import { faultOutcome, newOutcome, type AccessOutcome } from './shadow-mmu.js';
 
 export class GuestAccess {
   private readonly walker = new GuestWalker();
@@ -22,6 +23,9 @@ export class GuestAccess {
   private readonly root: WalkRoot = { pgd: 0n, pdptes: null };
   private nested: NestedTdp | null = null;
   private nestedRoot = -1n;
+
+  /** How the last access ended. */
+  readonly outcome: AccessOutcome = newOutcome();
 
   constructor(readonly memory: GuestMemory) {}
 
@@ -34,7 +38,12 @@ export class GuestAccess {
     const v = core.mmu;
     const nested = v.isNested() ? this.nestedFor(core) : null;
     core.count('accesses');
-    if (gvaToGpa(this.walker, v.walkMmu, this.memory, this.root, op.gva, env, nested, true)) return true;
+    if (gvaToGpa(this.walker, v.walkMmu, this.memory, this.root, op.gva, env, nested, true)) {
+      this.outcome.kind = 'gpa';
+      this.outcome.gpa = Number(this.walker.gpa);
+      return true;
+    }
+    faultOutcome(this.outcome, this.walker.fault);
     core.count(this.walker.fault.nested ? 'nestedFaults' : 'pageFaults');
     return false;
   }

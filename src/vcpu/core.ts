@@ -22,6 +22,9 @@ import { handleExit, loadRegs, type ExitOutcome } from './exits.js';
 import { runsInGuestMode, type GuestOp, type GuestProgram, type GuestView, type NestedKind } from './guest-ops.js';
 import { checkRequest, makeRequest, MODE, REQ } from './requests.js';
 import type { PendingFault, VcpuShadow } from './shadow-mmu.js';
+import { mutant } from '../check/mutants.js';
+import type { VcpuChecker } from '../check/vcpu-checker.js';
+import type { GuestMmuInit } from '../mmu/init.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { GuestAccess } from './access.js';
 import { REG_INDEX, STAT_INDEX, VCPU_FLAG, type VcpuRecord, type VcpuStat } from './vcpu-layout.js';
@@ -71,6 +74,8 @@ export class VcpuCore implements GuestView {
   /** The access a fault exit asked to re-execute (the guest restarts the faulting instruction). */
   private retryOp: Extract<GuestOp, { k: 'access' }> | null = null;
   private retries = 0;
+  /** The checker's edit sequence of the access waiting in a fault exit. */
+  private faultSeq = -1;
 
   /** Full 64-bit architectural registers; the MMU holds their low halves. */
   cr0 = 0n;
@@ -81,6 +86,10 @@ export class VcpuCore implements GuestView {
   l1: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | null = null;
   nestedKind: NestedKind | null = null;
   nestedRoot = 0n;
+  /** The arguments guest_mmu was last initialised with (nested entry with nested TDP). */
+  guestInit: GuestMmuInit | null = null;
+  /** The stress checker of this vCPU (invariants 1-4, 6), when checking is on. */
+  checker: VcpuChecker | null = null;
   /** KVM_MP_STATE_HALTED: set by HLT, cleared by a wake-up. */
   halted = false;
   /** The vCPU has entered the guest at least once (last_vmentry_cpu != -1). */
@@ -147,13 +156,15 @@ export class VcpuCore implements GuestView {
         if (!retry) this.count('guestOps');
         if (runsInGuestMode(op)) {
           const a = op as Extract<GuestOp, { k: 'access' }>;
+          const seq = this.checker ? this.checker.before() : -1;
           if (this.shadow) {
             fault = this.shadow.inGuest(this, a);
-            if (fault) break;
+            if (fault) {
+              this.faultSeq = seq;
+              break;
+            }
           } else if (this.access) this.access.run(this, a);
-          this.retryOp = null;
-          this.retries = 0;
-          this.onGuestAccess?.(this, a);
+          this.accessDone(a, seq);
         } else {
           exitOp = op;
           break;
@@ -184,14 +195,33 @@ export class VcpuCore implements GuestView {
 
   /** The page-fault exit of an access; a fixed (or retried) fault re-executes the access. */
   private applyFault(f: PendingFault): void {
-    if (this.shadow!.handleFault(this, f) === 'retry' && this.retries < MAX_FAULT_RETRIES) {
+    const d = this.shadow!.handleFault(this, f);
+    if (d === 'retry' && this.retries < MAX_FAULT_RETRIES) {
       this.retryOp = f.op;
       this.retries++;
       return;
     }
-    if (this.retryOp && this.retries >= MAX_FAULT_RETRIES) this.count('faultRetriesExhausted');
+    if (d === 'retry') {
+      this.count('faultRetriesExhausted');
+      this.retryOp = null;
+      this.retries = 0;
+    } else this.accessDone(f.op, this.faultSeq);
+  }
+
+  /** An access completed (in guest mode, or by its fault exit): checkers see its outcome. */
+  private accessDone(a: Extract<GuestOp, { k: 'access' }>, seq: number): void {
     this.retryOp = null;
     this.retries = 0;
+    if (this.checker) {
+      this.checker.op = this.rec.stats[STAT_INDEX.guestOps]!;
+      this.checker.after(a, (this.shadow ?? this.access)!.outcome, seq);
+    }
+    this.onGuestAccess?.(this, a);
+  }
+
+  /** The page the current MMU's walks start from (for checkers); -1 without a shadow cache or root. */
+  rootPage(): number {
+    return this.shadow ? this.shadow.rootPage(this) : -1;
   }
 
   /**
@@ -203,6 +233,7 @@ export class VcpuCore implements GuestView {
     this.l1 = null;
     this.nestedKind = null;
     this.nestedRoot = 0n;
+    this.guestInit = null;
     this.smram = null;
     this.halted = false;
     this.retryOp = null;
@@ -245,6 +276,7 @@ export class VcpuCore implements GuestView {
     // Verified: every request made before this point would have been seen above.
     if (this.shadow) Atomics.store(this.rec.rootPage, 0, this.shadow.rootPage(this));
     Atomics.store(stintSeq, 0, Atomics.load(this.rec.requestSeq, 0));
+    this.checker?.entry();
     if (!this.hasRun) {
       this.hasRun = true;
       Atomics.store(this.rec.ran, 0, 1);
@@ -275,7 +307,7 @@ export class VcpuCore implements GuestView {
       Atomics.store(this.rec.pingAck, 0, Atomics.load(this.rec.pingPosted, 0));
       Atomics.notify(this.rec.pingAck, 0);
     }
-    if (checkRequest(q, 0, REQ.MMU_RELOAD)) {
+    if (checkRequest(q, 0, REQ.MMU_RELOAD) && !mutant['reload-ignored']) {
       mmuUnload(this.mmu);
       this.count('mmuUnloads');
     }
@@ -358,5 +390,6 @@ export class VcpuCore implements GuestView {
     stats[STAT_INDEX.fastPathHits] = fast;
     stats[STAT_INDEX.rebuilds] = rebuilds;
     if (this.checkCounts) for (const [k, n] of Object.entries(this.checkCounts)) stats[STAT_INDEX[k as VcpuStat]] = n!;
+    if (this.checker) for (const [k, n] of Object.entries(this.checker.counts)) stats[STAT_INDEX[k as VcpuStat]] = n;
   }
 }

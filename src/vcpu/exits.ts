@@ -13,6 +13,7 @@ import type { VcpuCore } from './core.js';
 import { checkSetCr0, checkSetCr3, checkSetCr4, checkSetEfer, type CrAccepted, type CrRegs, type CrResult, type CrState } from './cr-checks.js';
 import type { GuestOp } from './guest-ops.js';
 import { makeRequest, REQ } from './requests.js';
+import { mutant } from '../check/mutants.js';
 
 export type ExitOutcome = 'ok' | 'gp' | 'halt';
 
@@ -75,8 +76,12 @@ export function handleExit(core: VcpuCore, op: GuestOp): ExitOutcome {
   switch (op.k) {
     case 'mov-cr0':
       return accept(core, checkSetCr0(crState(core), op.v));
-    case 'mov-cr4':
-      return accept(core, checkSetCr4(crState(core), op.v));
+    case 'mov-cr4': {
+      const res = checkSetCr4(crState(core), op.v);
+      // Mutant: the write is taken, its MMU reset forgotten.
+      if (mutant['cr4-no-reset'] && res.ok && res.effect.kind === 'reset') return accept(core, { ...res, effect: { kind: 'none' } });
+      return accept(core, res);
+    }
     case 'wrmsr-efer':
       return accept(core, checkSetEfer(crState(core), op.v));
     case 'mov-cr3':
@@ -112,9 +117,14 @@ function nestedEntry(core: VcpuCore, op: Extract<GuestOp, { k: 'vmentry' }>): Ex
     // nested_ept_new_eptp: A/D from EPTP bit 6, levels from the walk length (bits 5:3).
     const caps = op.ept ?? { execonly: false, accessedDirty: true, level: 4, hugePageLevel: 3 };
     const level = ((op.nestedRoot >> 3n) & 7n) === 4n ? 5 : 4;
-    enterGuestEpt(core.mmu, { ...caps, accessedDirty: (op.nestedRoot & 0x40n) !== 0n, level, eptp: op.nestedRoot }, l2);
+    const ept = { ...caps, accessedDirty: (op.nestedRoot & 0x40n) !== 0n, level, eptp: op.nestedRoot } as const;
+    core.guestInit = { kind: 'ept', ept };
+    enterGuestEpt(core.mmu, ept, l2);
+  } else if (op.kind === 'npt') {
+    // nested_svm_init_mmu_context: CR0.PG with L1's CR4 and EFER (transitions.ts enterGuestNpt).
+    core.guestInit = { kind: 'npt', cr0: CR0.PG, cr4: l1.cr4, efer: l1.efer, nestedCr3: op.nestedRoot };
+    enterGuestNpt(core.mmu, l1, l2, op.nestedRoot);
   }
-  else if (op.kind === 'npt') enterGuestNpt(core.mmu, l1, l2, op.nestedRoot);
   else enterGuestShadow(core.mmu, l2, op.l2.cr3);
   core.cr0 = op.l2.cr0;
   core.cr3 = op.l2.cr3;

@@ -71,6 +71,25 @@ export interface PendingFault {
   readonly ctx: MmuContext;
 }
 
+/** How an access ended, for checkers (mutated in place: no allocation per access). */
+export interface AccessOutcome {
+  /** gpa: translated to `gpa`; fault: a guest (or nested) page fault; other: emulated, MMIO or no pages. */
+  kind: 'gpa' | 'fault' | 'other';
+  gpa: number;
+  errorCode: number;
+  nested: boolean;
+}
+
+export const newOutcome = (): AccessOutcome => ({ kind: 'other', gpa: -1, errorCode: 0, nested: false });
+
+/** Record a guest fault in an outcome. */
+export function faultOutcome(o: AccessOutcome, f: WalkFault): void {
+  o.kind = 'fault';
+  o.gpa = -1;
+  o.errorCode = f.errorCode;
+  o.nested = f.nested;
+}
+
 /** What the fault exit asks the core to do with the access. */
 export type FaultDisposition = 'retry' | 'done';
 
@@ -85,8 +104,8 @@ export class VcpuShadow {
   private readonly guestRoot: WalkRoot = { pgd: 0n, pdptes: null };
   private nested: NestedTdp | null = null;
   private nestedRootPgd = -1n;
-  /** The last guest walk's fault (TDP or nested: delivered to the guest without an exit). */
-  lastGuestFault: WalkFault | null = null;
+  /** How the last completed access ended. */
+  readonly outcome: AccessOutcome = newOutcome();
   private view: ShadowVcpuView | null = null;
 
   constructor(
@@ -144,9 +163,14 @@ export class VcpuShadow {
     return -1;
   }
 
-  private envFor(op: Access): WalkEnv {
+  /**
+   * The access as `ctx` sees it. Through guest_mmu (L1's EPT/NPT tables) it is
+   * a user access, as translate_nested_gpa makes it ("NPT walks are always
+   * user-walks"; the NPF error code has U set): SMAP and U/S never apply there.
+   */
+  private envFor(op: Access, ctx: MmuContext): WalkEnv {
     const env = this.env;
-    env.pfec = (op.write ? PFERR.WRITE : 0) | (op.user ? PFERR.USER : 0) | (op.fetch ? PFERR.FETCH : 0);
+    env.pfec = (op.write ? PFERR.WRITE : 0) | (op.user || ctx.name === 'guest' ? PFERR.USER : 0) | (op.fetch ? PFERR.FETCH : 0);
     env.cpl = op.user ? 3 : 0;
     return env;
   }
@@ -159,23 +183,25 @@ export class VcpuShadow {
     view.count('accesses');
     const v = view.mmu;
     const ctx = v.mmu;
-    const env = this.envFor(op);
+    let env = this.envFor(op, v.walkMmu);
     let addr = op.gva;
-    this.lastGuestFault = null;
     if (ctx.directMap || v.isNested()) {
       // The CPU walks the guest's (or L2's) tables itself.
       this.root.pgd = view.cr3;
       const nested = v.isNested() ? this.nestedFor(view) : null;
       if (!gvaToGpa(this.walker, v.walkMmu, this.memory, this.root, op.gva, env, nested, true)) {
-        this.lastGuestFault = this.walker.fault;
+        faultOutcome(this.outcome, this.walker.fault);
         view.count(this.walker.fault.nested ? 'nestedFaults' : 'pageFaults');
         return null;
       }
       addr = this.walker.outerGpa;
+      env = this.envFor(op, ctx);
     }
     const t = translate(this.vm, this.agent, this.rootsOf(ctx), ctx, addr, env, this.scratch);
     if (t >= 0) {
       view.count('shadowHits');
+      this.outcome.kind = 'gpa';
+      this.outcome.gpa = t;
       return null;
     }
     view.count('shadowExits');
@@ -186,7 +212,7 @@ export class VcpuShadow {
   handleFault(view: ShadowVcpuView, f: PendingFault): FaultDisposition {
     // The MMU may have changed since the exit (it cannot: the exit is handled first), or lost its root (no root: re-enter).
     if (f.code === WALK.NO_ROOT || view.mmu.mmu !== f.ctx) return 'retry';
-    const env = this.envFor(f.op);
+    const env = this.envFor(f.op, f.ctx);
     const requests = view.rec.requests;
     const r: FaultResult = pageFault(this.vm, this.agent, this.rootsOf(f.ctx), f.ctx, this.memory, {
       addr: f.addr,
@@ -206,16 +232,19 @@ export class VcpuShadow {
         // The emulator performs the write; page tracking then zaps what shadowed the gfn.
         trackedWrite(this.vm, this.agent, r.gpa);
         view.count('emulatedWrites');
+        this.outcome.kind = 'other';
         return 'done';
       case 'guest-fault':
-        this.lastGuestFault = r.fault;
+        faultOutcome(this.outcome, r.fault);
         view.count(r.fault.nested ? 'nestedFaults' : 'pageFaults');
         return 'done';
       case 'no-memslot':
         view.count('mmioAccesses');
+        this.outcome.kind = 'other';
         return 'done';
       case 'no-pages':
         view.count('shadowNoPages');
+        this.outcome.kind = 'other';
         return 'done';
     }
   }

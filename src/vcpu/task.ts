@@ -21,6 +21,9 @@ import { ShadowVm, type ShadowVmHandle } from '../shadow/index.js';
 import { makeAllCpusRequest } from '../vm/requests.js';
 import { REQ } from './requests.js';
 import { VcpuShadow } from './shadow-mmu.js';
+import { setMutant, type MutantName } from '../check/mutants.js';
+import { VcpuChecker, type CheckLevel } from '../check/vcpu-checker.js';
+import { bindVmRecord, type EditTarget } from '../vm/vm-layout.js';
 
 export interface VcpuConfig {
   readonly host: HostSettings;
@@ -29,8 +32,17 @@ export interface VcpuConfig {
   readonly policy: CpuidPolicy;
   readonly program: { readonly seed: number; readonly nestedKind: NestedKind; readonly mix?: Partial<OpMix>; readonly tables?: GuestTableSet };
   readonly loop: HostLoopOptions;
-  /** Attach the role checker (missed rebuilds, reads of invalidated roles). */
-  readonly check?: boolean;
+  /**
+   * Checking: the role checker (invariants 7, 8: every init, whatever the
+   * level) and the stress invariants of src/check/vcpu-checker.ts (1-4, 6: on
+   * every stint at `full`, one stint in `sampleEvery` at `sampled`). true = full.
+   */
+  readonly check?: boolean | CheckLevel;
+  readonly sampleEvery?: number;
+  /** The stress edit target (invariant 6), when the coordinator edits it. */
+  readonly editTarget?: EditTarget;
+  /** A deliberate bug to enable in this thread (src/check/mutants.ts). */
+  readonly mutant?: MutantName;
 }
 
 export interface VcpuTask {
@@ -43,6 +55,8 @@ export interface VcpuTask {
   readonly vcpuCount?: number;
   /** The VM's shadow page cache; this vCPU is agent `id` (needs memoryBuffer). */
   readonly shadow?: ShadowVmHandle;
+  /** The VM-wide control record (src/vm/vm-layout.ts). */
+  readonly vmRecord?: SharedArrayBuffer;
   readonly config: VcpuConfig;
 }
 
@@ -70,8 +84,12 @@ function shadowFor(task: VcpuTask, memory: GuestMemory | undefined): VcpuShadow 
   return new VcpuShadow(vm, task.id, memory);
 }
 
+/** The checking level a config asks for. */
+export const checkLevelOf = (check: VcpuConfig['check']): CheckLevel => (check === true ? 'full' : check ? check : 'off');
+
 export function startVcpu(task: VcpuTask): StartedVcpu {
   const { config } = task;
+  setMutant(config.mutant);
   const memory = task.memoryBuffer ? GuestMemory.attach(task.memoryBuffer) : undefined;
   const core = new VcpuCore({
     id: task.id,
@@ -86,10 +104,20 @@ export function startVcpu(task: VcpuTask): StartedVcpu {
   });
   const loop = new HostLoop(core, config.loop);
   let checker: RoleChecker | null = null;
-  if (config.check) {
+  const level = checkLevelOf(config.check);
+  if (level !== 'off' && memory) {
     checker = new RoleChecker(task.id);
     checker.attach(core.mmu);
     core.checkCounts = checker.counts;
+    core.checker = new VcpuChecker(core, {
+      level,
+      sampleEvery: config.sampleEvery,
+      memory: memory!,
+      shadow: core.shadow?.vm ?? null,
+      vm: task.vmRecord ? bindVmRecord(task.vmRecord) : null,
+      editTarget: config.editTarget ?? null,
+    });
   }
-  return { core, loop, control: vcpuControl(core, loop, () => [...(checker?.findings ?? [])]) };
+  const findings = () => [...(checker?.findings ?? []), ...(core.checker?.findings ?? [])];
+  return { core, loop, control: vcpuControl(core, loop, findings) };
 }

@@ -38,6 +38,17 @@ export const VCPU_STATS = [
   'faultRetriesExhausted',
   'mmuLoadFailures',
   'tripleFaults',
+  // Stress invariants checked in the vCPU (src/check/vcpu-checker.ts), when checking is on.
+  'freshChecks',
+  'freshLatent',
+  'freshObservable',
+  'accessChecks',
+  'accessSkipped',
+  'accessMismatches',
+  'sharingViolations',
+  'useAfterFree',
+  'tlbChecks',
+  'staleTranslations',
   // Role checker counts (src/check/role-checker.ts), when checking is on.
   'invalidations',
   'missedRebuildLatent',

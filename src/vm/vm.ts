@@ -19,12 +19,15 @@ import { REQ, type RequestDef } from '../vcpu/requests.js';
 import type { VcpuConfig, VcpuTask } from '../vcpu/task.js';
 import { allocateVcpus, bindVcpu, STAT_INDEX, VCPU_STATS, type VcpuRecord, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import type { OpMix } from '../workload/guest-program.js';
-import { buildGuestTables, DEFAULT_GUEST_TABLES, type GuestTableSet } from '../workload/guest-tables.js';
+import { buildGuestTables, DEFAULT_GUEST_TABLES, remapEverywhere, type GuestTableSet } from '../workload/guest-tables.js';
 import { DEFAULT_GUEST_MEMORY_BYTES, GuestMemory } from '../memory/guest-memory.js';
 import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, requestAndKick, type AckWait } from './requests.js';
 import { audit, reclaimLimbo, ShadowVm, trackedWrite, vmGauges, vmStats, zapAll, zapAllFast, type ShadowCounters, type ShadowGauges } from '../shadow/index.js';
 import { waitAll, type AckWord } from './wait.js';
 import { checkAfterWait, nextRequestSeqs, type LostInvalidation } from '../check/lost-invalidation.js';
+import { mutant, setMutant, type MutantName } from '../check/mutants.js';
+import type { CheckLevel } from '../check/vcpu-checker.js';
+import { allocateVmRecord, bindVmRecord, expectedFrame, type EditTarget, type VmRecord } from './vm-layout.js';
 
 export const MAX_VCPUS = 4096;
 
@@ -48,8 +51,17 @@ export interface VmOptions {
   startPaused?: boolean;
   /** Guest physical memory in bytes (default 64 MiB). */
   memoryBytes?: number;
-  /** Attach the role checker in every vCPU. */
-  check?: boolean;
+  /** Checking in every vCPU (src/vcpu/task.ts VcpuConfig.check): true = full. */
+  check?: boolean | CheckLevel;
+  /** One stint in this many is checked at level `sampled`. */
+  sampleEvery?: number;
+  /**
+   * Prepare the stress edit target (invariant 6): one guest-virtual page of
+   * every address space, which `flipEditTarget` remaps between two frames.
+   */
+  editTarget?: boolean;
+  /** A deliberate bug in every thread of the VM (src/check/mutants.ts). */
+  mutant?: MutantName;
   /**
    * The VM-wide shadow page cache every vCPU's accesses go through (default
    * on; false: accesses only walk the guest tables). `maxPages` is
@@ -112,6 +124,11 @@ export class Vm {
   readonly shadowAgent: number;
   /** Filled by destroy() when the VM has a shadow cache and every vCPU stopped normally. */
   shadowTeardown: ShadowTeardown | null = null;
+  /** The VM-wide control record (edit seqlock). */
+  readonly vmBuffer = allocateVmRecord();
+  readonly vmRecord: VmRecord = bindVmRecord(this.vmBuffer);
+  /** The stress edit target, when the VM was created with editTarget. */
+  readonly editTarget: EditTarget | null;
 
   private constructor(
     readonly options: Required<Pick<VmOptions, 'vcpus' | 'strategy' | 'policy' | 'deadlineMs'>> & VmOptions,
@@ -124,6 +141,7 @@ export class Vm {
   ) {
     this.records = Array.from({ length: options.vcpus }, (_, i) => bindVcpu(buffer, i));
     this.shadowAgent = options.vcpus;
+    this.editTarget = options.editTarget ? this.prepareEditTarget() : null;
     // The coordinator's own zaps reach the vCPUs like a vCPU's do: set, kick, never wait under the lock.
     this.shadow?.setHooks(this.shadowAgent, {
       reloadRemoteMmus: () => void makeAllCpusRequest(this.records, REQ.MMU_RELOAD),
@@ -141,6 +159,8 @@ export class Vm {
       throw new RangeError(`vcpus: expected an integer in 1..${MAX_VCPUS}, got ${opts.vcpus}`);
     }
     const full = { strategy: 'valid-bit' as StrategyName, policy: 'strict' as CpuidPolicy, deadlineMs: 30_000, ...opts };
+    // The coordinator's side of a mutant (e.g. zap-all-fast without waiting); the workers get it in their task.
+    setMutant(opts.mutant);
     const cpuid = normaliseCpuid(opts.cpuid ?? DEFAULT_CPUID);
     const { filename, execArgv } = workerEntry();
     const pool = new Piscina({
@@ -197,6 +217,9 @@ export class Vm {
       },
       loop: { ...DEFAULT_LOOP, ...o.loop, throwAfterOps: o.throwAfterOps?.get(id), startPaused: true },
       check: o.check ?? false,
+      sampleEvery: o.sampleEvery,
+      editTarget: this.editTarget ?? undefined,
+      mutant: o.mutant,
     };
     const { port1, port2 } = new MessageChannel();
     const task: VcpuTask & { port: typeof port2 } = {
@@ -205,6 +228,7 @@ export class Vm {
       vcpuCount: this.vcpus,
       memoryBuffer: this.memory.buffer,
       shadow: this.shadow?.handle,
+      vmRecord: this.vmBuffer,
       config,
       port: port2,
     };
@@ -269,7 +293,7 @@ export class Vm {
         return makeAllCpusRequest(this.records, REQ.MMU_RELOAD);
       },
       wait: async (acks) => {
-        await this.waitAcks('MMU_RELOAD (zap all)', acks);
+        if (!mutant['zap-no-wait']) await this.waitAcks('MMU_RELOAD (zap all)', acks);
         // Invariant 5, the moment the wait returned: nobody left on the old generation.
         lost = checkAfterWait(this.records, this.records.keys(), seq, { shadow, oldGeneration });
       },
@@ -296,8 +320,13 @@ export class Vm {
    */
   writeGuestPte(gpa: number, value: bigint): number {
     this.assertLive();
-    this.memory.store64(gpa, value);
-    return this.shadow ? trackedWrite(this.shadow, this.shadowAgent, gpa) : 0;
+    Atomics.add(this.vmRecord.editSeq, 0, 1); // odd: editing (checkers skip overlapping accesses)
+    try {
+      this.memory.store64(gpa, value);
+      return this.shadow ? trackedWrite(this.shadow, this.shadowAgent, gpa) : 0;
+    } finally {
+      Atomics.add(this.vmRecord.editSeq, 0, 1);
+    }
   }
 
   /** A full consistency audit of the shadow cache under mmu_lock, while the vCPUs run (empty when consistent). */
@@ -309,6 +338,33 @@ export class Vm {
     } finally {
       shadow.lock.unlock(this.shadowAgent);
     }
+  }
+
+  /** The last guest page of the address spaces, mapped to the first of two frames at the top of memory. */
+  private prepareEditTarget(): EditTarget {
+    const top = this.memory.size;
+    const t: EditTarget = { gvaPage: this.tables.pages - 1, frames: [top - 2 * 4096, top - 4096] };
+    remapEverywhere(this.memory, this.tables, BigInt(t.gvaPage) << 12n, BigInt(t.frames[0]));
+    return t;
+  }
+
+  /**
+   * A guest page-table edit under the VM's edit seqlock: remap the edit
+   * target in every address space to the other frame, then the write-tracking
+   * zap of every leaf written. Once this returns, no vCPU may translate the
+   * target to the old frame (invariant 6). Returns the frame now mapped.
+   */
+  flipEditTarget(): number {
+    this.assertLive();
+    const t = this.editTarget;
+    if (!t) throw new Error('this VM was created without an edit target (editTarget: true)');
+    const seq = Atomics.add(this.vmRecord.editSeq, 0, 1) + 1; // odd: editing
+    const next = expectedFrame(t, seq + 1);
+    for (const pa of remapEverywhere(this.memory, this.tables, BigInt(t.gvaPage) << 12n, BigInt(next))) {
+      if (this.shadow) trackedWrite(this.shadow, this.shadowAgent, pa);
+    }
+    Atomics.add(this.vmRecord.editSeq, 0, 1); // even: done
+    return next;
   }
 
   /** Shadow cache counters (VM-wide sum over agents) and gauges; null without a cache. */

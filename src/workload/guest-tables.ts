@@ -79,3 +79,18 @@ export function buildGuestTables(mem: GuestMemory, opts: GuestTableOptions = DEF
   const nptCr3 = identity({ kind: 'long', levels: 4 }, { write: true, user: true, exec: true });
   return { cr3, eptp, nptCr3, pages: opts.pages };
 }
+
+/**
+ * Point guest-virtual page `gva` of every address space (every format) at
+ * `gpa`, each leaf with a compare-exchange that keeps its other bits; returns
+ * the guest physical addresses of the leaves written (for write tracking).
+ * Tables are only read and edited here, never allocated.
+ */
+export function remapEverywhere(mem: GuestMemory, tables: GuestTableSet, gva: bigint, gpa: bigint): number[] {
+  const noAlloc = FrameAllocator.create(mem, { start: 0, end: PAGE_4K });
+  const leaves: number[] = [];
+  for (const f of GUEST_TABLE_FORMATS) {
+    for (const cr3 of tables.cr3[f]) leaves.push(PageTableBuilder.attach(mem, noAlloc, TABLE_FORMAT[f], Number(cr3)).remap(gva, gpa).pa);
+  }
+  return leaves;
+}

@@ -11,6 +11,11 @@ import { MAX_VCPUS } from '../vm/vm.js';
 import { VCPU_STATS, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import { EXIT, UsageError, useColor } from './io.js';
 import { parseStrategy } from './role.js';
+import { loadScenario, ScenarioError } from '../scenario/load.js';
+import { runScenario } from '../scenario/runner.js';
+import { eventSummary } from '../scenario/report.js';
+import { extname } from 'node:path';
+import { DEFAULT_RING_CAPACITY, MAX_RING_CAPACITY, MAX_TRACE_BYTES, traceRingsBytes } from '../trace/ring.js';
 
 function positiveInt(flag: string, max: number) {
   return (text: string): number => {
@@ -89,6 +94,11 @@ export function registerRun(program: Command): void {
     .option('--ops <N>', 'operations per vCPU (with --in-thread)', positiveInt('--ops', 10_000_000), DEFAULT_TOUR.opsPerVcpu)
     .option('--seed <N>', 'workload and coordinator seed', positiveInt('--seed', 0xffffffff), DEFAULT_TOUR.seed)
     .option('--json', 'print the results as JSON')
+    .option('--scenario <FILE>', 'run a scenario file (JSON, see docs/scenarios.md) instead of the built-in scenario')
+    .option('--duration-ms <N>', 'with --scenario: run each strategy this long instead of the file\'s durationMs', positiveInt('--duration-ms', 600_000))
+    .option('--trace <FILE>', 'write a Chrome Trace Event JSON timeline (Perfetto) per VM: FILE with .STRATEGY.FLAVOUR before its extension (docs/traces.md)')
+    .option('--ftrace <FILE>', 'write the kvmmmu events as trace-cmd report text per VM, named like --trace\'s files')
+    .option('--trace-events <N>', 'trace ring size: events kept per thread (default 65536)', positiveInt('--trace-events', MAX_RING_CAPACITY))
     .addHelpText(
       'after',
       '\nThe scenario: vCPUs (one worker thread each) on three host flavours (Intel EPT, AMD NPT, shadow\n' +
@@ -98,9 +108,14 @@ export function registerRun(program: Command): void {
         'reloads. The role checker reports missed rebuilds and reads of invalidated roles. Threaded runs are\n' +
         'reproducible only up to thread timing; --in-thread runs are exact for a seed. Exit code 0 unless the\n' +
         'input is bad.\n\n' +
-        'Examples:\n  kvm-mmu-emu run\n  kvm-mmu-emu run --strategy word-zero --vcpus 32 --seconds 10\n  kvm-mmu-emu run --in-thread --ops 50000 --seed 7 --json',
+        'With --scenario FILE the VM, vCPUs, workload and events come from the file (docs/scenarios.md);\n' +
+        '--strategy and --seed given on the command line override the file; an invalid file exits with 2.\n\n' +
+        'Examples:\n  kvm-mmu-emu run\n  kvm-mmu-emu run --scenario examples/scenario-tour.json\n  kvm-mmu-emu run --strategy word-zero --vcpus 32 --seconds 10\n  kvm-mmu-emu run --in-thread --ops 50000 --seed 7 --json',
     )
-    .action(async (opts: { strategy: string; vcpus: number; seconds: number; inThread?: boolean; ops: number; seed: number; json?: boolean }) => {
+    .action(async (opts: RunOptions, cmd: Command) => {
+      const trace = traceOptions(cmd);
+      if (opts.scenario !== undefined) return runScenarioFile(opts, opts.scenario, cmd);
+      if (opts.durationMs !== undefined) throw new UsageError('--duration-ms: only with --scenario (use --seconds for the built-in scenario)');
       const names: StrategyName[] = opts.strategy === 'all' ? [...STRATEGY_NAMES] : [parseStrategy(opts.strategy).name];
       const results: RunRow[] = [];
       if (opts.inThread) {
@@ -114,7 +129,7 @@ export function registerRun(program: Command): void {
       } else {
         for (const n of names) {
           if (!opts.json) process.stderr.write(`running ${n}: ${opts.vcpus} vCPU threads for ${opts.seconds} s ...\n`);
-          results.push(await runThreaded(n, opts.vcpus, opts.seconds, opts.seed));
+          results.push(await runThreaded(n, opts.vcpus, opts.seconds, opts.seed, trace));
         }
       }
       if (opts.json) {
@@ -130,16 +145,62 @@ export function registerRun(program: Command): void {
     });
 }
 
+type RunOptions = { strategy: string; vcpus: number; seconds: number; inThread?: boolean; ops: number; seed: number; json?: boolean; scenario?: string; durationMs?: number };
+
+/** `run --scenario FILE`: load and validate the file, run it, print like the built-in scenario. */
+async function runScenarioFile(opts: RunOptions, file: string, cmd: Command): Promise<void> {
+  const fromCli = (key: string) => cmd.getOptionValueSource(key) === 'cli';
+  const clash = (['vcpus', 'seconds', 'inThread', 'ops'] as const).filter(fromCli);
+  if (clash.length) {
+    const flags = clash.map((k) => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase()));
+    throw new UsageError(`--scenario: ${flags.join(', ')} cannot be combined with a scenario file (set it in the file)`);
+  }
+  try {
+    const scenario = loadScenario(file);
+    const { rows } = await runScenario(scenario, {
+      source: file,
+      durationMs: opts.durationMs,
+      strategies: fromCli('strategy') && opts.strategy !== 'all' ? [parseStrategy(opts.strategy).name] : undefined,
+      seed: fromCli('seed') ? opts.seed : undefined,
+      progress: opts.json ? undefined : (line) => process.stderr.write(line + '\n'),
+    });
+    if (opts.json) {
+      const { events, vcpuSetup, ...summary } = scenario;
+      const echo = { file, ...summary, events: events.length, vcpuSetup: vcpuSetup.length };
+      console.log(JSON.stringify({ scenario: echo, results: rows, conclusion: conclusion(rows) }, null, 2));
+    } else {
+      console.log(`scenario: ${scenario.name} (${file})`);
+      console.log(formatTable(rows, useColor()));
+      console.log('');
+      for (const line of eventSummary(rows)) console.log(line);
+      for (const r of rows) for (const f of r.findings.slice(0, 2)) console.log(`  [${f.strategy}] ${f.invariant} (${f.severity}), vCPU ${f.vcpu}: ${f.detail}`);
+      console.log('');
+      console.log(conclusion(rows));
+    }
+    process.exitCode = EXIT.OK;
+  } catch (e) {
+    if (e instanceof ScenarioError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
 /** The threaded scenario: vCPUs on the three host flavours are three VMs run side by side. */
-async function runThreaded(strategy: StrategyName, vcpus: number, seconds: number, seed: number): Promise<RunRow> {
+async function runThreaded(strategy: StrategyName, vcpus: number, seconds: number, seed: number, trace?: TraceCli): Promise<RunRow> {
   const flavours = Object.values(TOUR_HOSTS);
+  const flavourNames = Object.keys(TOUR_HOSTS);
   const share = (i: number) => Math.floor(vcpus / flavours.length) + (i < vcpus % flavours.length ? 1 : 0);
   const runs = await Promise.all(
     flavours
       .map((f, i) => ({ f, n: share(i), i }))
       .filter((x) => x.n > 0)
-      .map(({ f, n, i }) => runChaos({ vcpus: n, strategy, host: f.host, seed: seed + i }, { durationMs: seconds * 1000, actionEveryMs: 25, seed: seed + i })),
+      .map(({ f, n, i }) =>
+        runChaos(
+          { vcpus: n, strategy, host: f.host, seed: seed + i, trace: trace && { capacity: trace.capacity } },
+          { durationMs: seconds * 1000, actionEveryMs: 25, seed: seed + i, traceOut: trace && traceOut(trace, strategy, flavourNames[i]!) },
+        ),
+      ),
   );
+  if (trace && !trace.quiet) for (const r of runs) for (const f of r.traceFiles) process.stderr.write(`trace written: ${f}\n`);
   const stats = Object.fromEntries(VCPU_STATS.map((k) => [k, runs.reduce((s, r) => s + r.stats[k], 0)])) as Record<VcpuStat, number>;
   return {
     strategy,
@@ -147,5 +208,50 @@ async function runThreaded(strategy: StrategyName, vcpus: number, seconds: numbe
     stats,
     elapsedMs: Math.max(...runs.map((r) => r.elapsedMs)),
     findings: runs.flatMap((r) => r.findings),
+  };
+}
+
+/** --trace, --ftrace and --trace-events as parsed (docs/traces.md). */
+interface TraceCli {
+  readonly chrome?: string;
+  readonly ftrace?: string;
+  readonly capacity?: number;
+  /** --json: no "trace written" lines. */
+  readonly quiet: boolean;
+}
+
+/** The trace options, checked against the rest of the command line; undefined without --trace/--ftrace. */
+function traceOptions(cmd: Command): TraceCli | undefined {
+  const o = cmd.opts() as { trace?: string; ftrace?: string; traceEvents?: number; inThread?: boolean; scenario?: string; json?: boolean; vcpus: number };
+  if (o.trace === undefined && o.ftrace === undefined) {
+    if (o.traceEvents !== undefined) throw new UsageError('--trace-events: only with --trace or --ftrace');
+    return undefined;
+  }
+  const flag = o.trace !== undefined ? '--trace' : '--ftrace';
+  if (o.inThread) throw new UsageError(`${flag}: traces come from the threaded run (one worker thread per vCPU); drop --in-thread`);
+  if (o.scenario !== undefined) throw new UsageError(`${flag}: not available with --scenario yet; trace the built-in scenario`);
+  if (o.trace !== undefined && o.trace === o.ftrace) throw new UsageError(`--trace and --ftrace: two different files, got "${o.trace}" twice`);
+  // The largest VM of the run (the vCPUs are split over the three host flavours) must fit MAX_TRACE_BYTES.
+  const capacity = o.traceEvents ?? DEFAULT_RING_CAPACITY;
+  const largest = Math.ceil(o.vcpus / Object.keys(TOUR_HOSTS).length);
+  if (traceRingsBytes(largest, capacity) > MAX_TRACE_BYTES) {
+    throw new UsageError(`--trace-events: ${largest + 1} rings of ${capacity} events exceed ${MAX_TRACE_BYTES / 2 ** 20} MiB of trace memory per VM; use a smaller N`);
+  }
+  return { chrome: o.trace, ftrace: o.ftrace, capacity: o.traceEvents, quiet: !!o.json };
+}
+
+/** FILE with `.STRATEGY.FLAVOUR` inserted before its extension (run.json → run.valid-bit.intel-ept.json): one file per VM. */
+export function traceFileName(file: string, strategy: string, flavour: string): string {
+  const ext = extname(file);
+  return `${file.slice(0, file.length - ext.length)}.${strategy}.${flavour}${ext}`;
+}
+
+/** What one VM of the run writes. */
+function traceOut(t: TraceCli, strategy: StrategyName, flavour: string) {
+  return {
+    chrome: t.chrome === undefined ? undefined : traceFileName(t.chrome, strategy, flavour),
+    ftrace: t.ftrace === undefined ? undefined : traceFileName(t.ftrace, strategy, flavour),
+    processName: `kvm-mmu-emu VM (${strategy}, ${flavour})`,
+    metadata: { scenario: 'built-in role tour', flavour },
   };
 }

@@ -83,6 +83,17 @@ function skipIfUnchanged(ctx: MmuContext, role: Role): boolean {
   return false;
 }
 
+/** The mmu-init span's context names (src/trace MMU_CONTEXT). */
+const TRACE_CONTEXT = { root: 'root_mmu', guest: 'guest_mmu', nested: 'nested_mmu' } as const;
+
+/**
+ * The end of an init path's mmu-init span (started at the path's entry with
+ * `v.hooks.trace?.now()`). Only called when a tracer is attached.
+ */
+function traceInit(v: VcpuMmu, start: number, ctx: MmuContext, skipped: boolean, role: Role): void {
+  v.hooks.trace!.mmuInit(start, TRACE_CONTEXT[ctx.name], !skipped, role.base, role.ext);
+}
+
 /** reset_guest_paging_metadata: nothing at all when the role says paging is off. */
 function resetGuestPagingMetadata(v: VcpuMmu, ctx: MmuContext): void {
   const reader = 'reset_guest_paging_metadata';
@@ -124,14 +135,15 @@ function resetTdpShadowZeroBitsMask(v: VcpuMmu, ctx: MmuContext): void {
 
 /** init_kvm_tdp_mmu (root_mmu). Returns true when the fast path was taken. */
 export function initTdpMmu(v: VcpuMmu): boolean {
+  const t = v.hooks.trace ? v.hooks.trace.now() : 0;
   const ctx = v.rootMmu;
   const regs = v.roleRegs();
   const role = calcTdpRole(regs, v, v.host, ctx.format);
   const skipped = skipIfUnchanged(ctx, role);
   if (v.hooks.initDecided) v.hooks.initDecided(v, ctx, skipped, role, (c) => reconfigureTdp(v, c, regs));
-  if (skipped) return true;
-  reconfigureTdp(v, ctx, regs);
-  return false;
+  if (!skipped) reconfigureTdp(v, ctx, regs);
+  if (v.hooks.trace) traceInit(v, t, ctx, skipped, role);
+  return skipped;
 }
 
 /** What init_kvm_tdp_mmu assigns after storing a new role. */
@@ -149,12 +161,12 @@ function reconfigureTdp(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs): void {
 }
 
 /** shadow_mmu_init_context (shadow paging and shadow NPT). */
-function shadowMmuInitContext(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs, role: Role): boolean {
+function shadowMmuInitContext(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs, role: Role, traceStart: number): boolean {
   const skipped = skipIfUnchanged(ctx, role);
   if (v.hooks.initDecided) v.hooks.initDecided(v, ctx, skipped, role, (c) => reconfigureShadow(v, c, regs, role));
-  if (skipped) return true;
-  reconfigureShadow(v, ctx, regs, role);
-  return false;
+  if (!skipped) reconfigureShadow(v, ctx, regs, role);
+  if (v.hooks.trace) traceInit(v, traceStart, ctx, skipped, role);
+  return skipped;
 }
 
 /** What shadow_mmu_init_context assigns after storing a new role. */
@@ -182,8 +194,9 @@ function reconfigureShadow(v: VcpuMmu, ctx: MmuContext, regs: RoleRegs, role: Ro
 
 /** init_kvm_softmmu → kvm_init_shadow_mmu (root_mmu with TDP off). */
 export function initShadowMmu(v: VcpuMmu): boolean {
+  const t = v.hooks.trace ? v.hooks.trace.now() : 0;
   const regs = v.roleRegs();
-  return shadowMmuInitContext(v, v.rootMmu, regs, calcShadowRole(regs, v, v.rootMmu.format));
+  return shadowMmuInitContext(v, v.rootMmu, regs, calcShadowRole(regs, v, v.rootMmu.format), t);
 }
 
 /**
@@ -192,11 +205,12 @@ export function initShadowMmu(v: VcpuMmu): boolean {
  * __kvm_mmu_new_pgd runs first, always, even if the role then matches.
  */
 export function initShadowNptMmu(v: VcpuMmu, cr0: number, cr4: number, efer: number, nestedCr3 = 0n): boolean {
+  const t = v.hooks.trace ? v.hooks.trace.now() : 0;
   const ctx = v.guestMmu;
   const regs: RoleRegs = { cr0: cr0 >>> 0, cr4: (cr4 & ~CR4.PKE) >>> 0, efer: efer >>> 0 };
   const role = calcShadowNptRole(regs, v, v.host, ctx.format);
   newPgd(v, nestedCr3, role.base);
-  return shadowMmuInitContext(v, ctx, regs, role);
+  return shadowMmuInitContext(v, ctx, regs, role, t);
 }
 
 /** Arguments of kvm_init_shadow_ept_mmu that come from L1's VMX state. */
@@ -214,15 +228,16 @@ export interface EptInit {
 
 /** kvm_init_shadow_ept_mmu (guest_mmu). SMM is inherited from root_mmu's stored role. */
 export function initShadowEptMmu(v: VcpuMmu, ept: EptInit): boolean {
+  const t = v.hooks.trace ? v.hooks.trace.now() : 0;
   const ctx = v.guestMmu;
   const smm = v.rootMmu.smm('kvm_calc_shadow_ept_root_page_role');
   const role = calcShadowEptRole(smm, ept.accessedDirty, ept.execonly, ept.level, ctx.format);
   newPgd(v, ept.eptp ?? 0n, role.base);
   const skipped = skipIfUnchanged(ctx, role);
   if (v.hooks.initDecided) v.hooks.initDecided(v, ctx, skipped, role, (c) => reconfigureShadowEpt(v, c, ept));
-  if (skipped) return true;
-  reconfigureShadowEpt(v, ctx, ept);
-  return false;
+  if (!skipped) reconfigureShadowEpt(v, ctx, ept);
+  if (v.hooks.trace) traceInit(v, t, ctx, skipped, role);
+  return skipped;
 }
 
 /** What kvm_init_shadow_ept_mmu assigns after storing a new role. */
@@ -247,14 +262,15 @@ function reconfigureShadowEpt(v: VcpuMmu, ctx: MmuContext, ept: EptInit): void {
  * shadow_zero_check, page_fault are never assigned here.
  */
 export function initNestedMmu(v: VcpuMmu): boolean {
+  const t = v.hooks.trace ? v.hooks.trace.now() : 0;
   const ctx = v.nestedMmu;
   const regs = v.roleRegs();
   const role = calcNestedRole(regs, v, ctx.format);
   const skipped = skipIfUnchanged(ctx, role);
   if (v.hooks.initDecided) v.hooks.initDecided(v, ctx, skipped, role, (c) => reconfigureNested(v, c, role));
-  if (skipped) return true;
-  reconfigureNested(v, ctx, role);
-  return false;
+  if (!skipped) reconfigureNested(v, ctx, role);
+  if (v.hooks.trace) traceInit(v, t, ctx, skipped, role);
+  return skipped;
 }
 
 /** What init_kvm_nested_mmu assigns after storing a new role. */

@@ -27,6 +27,18 @@ export interface VcpuMmuHooks {
    * rebuild products to any context.
    */
   initDecided?(vmmu: VcpuMmu, ctx: MmuContext, skipped: boolean, role: Role, reconfigure: (target: MmuContext) => void): void;
+  /**
+   * Tracing (src/trace Tracer): every init path records one mmu-init span,
+   * from its entry to its end, with the path taken and the role computed.
+   * Apart from initDecided (the checker's), so both can be attached.
+   */
+  trace?: MmuInitTracer;
+}
+
+/** What the init paths need of a tracer (src/trace/tracer.ts Tracer has it). */
+export interface MmuInitTracer {
+  now(): number;
+  mmuInit(start: number, context: 'root_mmu' | 'guest_mmu' | 'nested_mmu', rebuilt: boolean, base: number, ext: number): void;
 }
 
 export interface VcpuMmuOptions {

@@ -33,6 +33,7 @@ export { pageFault, type FaultRequest, type FaultResult, type ShadowMmuView } fr
 export { translate, WALK, WalkScratch, type WalkView } from './shadow-walk.js';
 export {
   zapAllFast,
+  zapAllFastFlip,
   zapAll,
   zapObsoletePages,
   zapOldestPages,

@@ -133,6 +133,11 @@ function permits(vm: ShadowVm, mmu: WalkView, env: WalkEnv, lo: number, hi: numb
     const need = ACC.USER | (pfec & PFERR.WRITE ? ACC.WRITE : 0) | (pfec & PFERR.FETCH ? ACC.EXEC : 0);
     return (acc & need) === need;
   }
+  // KVM runs shadow paging with EFER.NX forced on in hardware (update_transition_efer): a fetch from
+  // an NX SPTE faults even when the guest's EFER.NX is clear, which the guest's permission bitmap
+  // ignores ("!nx will cause pte.nx to fault"). KVM clears exec itself in such SPTEs, e.g. for a
+  // user page made supervisor-writable under CR0.WP = 0 with SMEP.
+  if (pfec & PFERR.FETCH && !(acc & ACC.EXEC)) return false;
   return permissionFault(mmu, env, acc, 0, pfec) === 0;
 }
 

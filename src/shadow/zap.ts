@@ -248,12 +248,7 @@ export async function zapAllFast<T>(vm: ShadowVm, agent: number, reload: ReloadB
   let token: T;
   let generation: number;
   try {
-    // trace_kvm_mmu_zap_all_fast comes before the flip: the old generation.
-    vm.hooks[agent]?.trace?.zapAllFast(vm.mmuValidGen, vm.nUsed);
-    generation = vm.mmuValidGen ? 0 : 1;
-    Atomics.store(vm.h.mmuValidGen, 0, generation);
-    vm.count(agent, 'zapAllFast');
-    token = reload.request();
+    ({ generation, token } = zapAllFastFlip(vm, agent, reload));
   } finally {
     vm.lock.unlock(agent);
   }
@@ -264,6 +259,22 @@ export async function zapAllFast<T>(vm: ShadowVm, agent: number, reload: ReloadB
   } finally {
     vm.lock.unlock(agent);
   }
+}
+
+/**
+ * The first critical section of kvm_mmu_zap_all_fast, for callers that hold
+ * mmu_lock themselves (an in-thread host runs the three phases as separate
+ * scheduling steps): flip the generation and make the reload request.
+ * Then wait for the request, then zapObsoletePages under the lock.
+ */
+export function zapAllFastFlip<T>(vm: ShadowVm, agent: number, reload: Pick<ReloadBroadcast<T>, 'request'>): { generation: number; token: T } {
+  vm.assertLocked(agent, 'kvm_mmu_zap_all_fast');
+  // trace_kvm_mmu_zap_all_fast comes before the flip: the old generation.
+  vm.hooks[agent]?.trace?.zapAllFast(vm.mmuValidGen, vm.nUsed);
+  const generation = vm.mmuValidGen ? 0 : 1;
+  Atomics.store(vm.h.mmuValidGen, 0, generation);
+  vm.count(agent, 'zapAllFast');
+  return { generation, token: reload.request() };
 }
 
 /**

@@ -18,18 +18,26 @@ export class Tracer implements ShadowTracer {
   /** Add to performance.now() to get ms since the ring set's epoch. */
   private readonly offset: number;
 
-  constructor(readonly ring: TraceRing) {
+  /**
+   * @param clock optional time source in ms since the set's epoch, instead of
+   *   the wall clock: the in-thread simulation passes its step counter, so a
+   *   replayed run writes the same trace byte for byte.
+   */
+  constructor(
+    readonly ring: TraceRing,
+    private readonly clock?: () => number,
+  ) {
     this.offset = performance.timeOrigin - ring.epoch;
   }
 
   /** The tracer of vCPU `track` (or the coordinator) on a set of rings: call it in the thread that writes. */
-  static attach(handle: TraceRingsHandle, track: number | 'coordinator'): Tracer {
-    return new Tracer(new TraceRing(handle, ringIndex(handle, track)));
+  static attach(handle: TraceRingsHandle, track: number | 'coordinator', clock?: () => number): Tracer {
+    return new Tracer(new TraceRing(handle, ringIndex(handle, track)), clock);
   }
 
   /** Now, in ms since the set's epoch (the unit of every start and timestamp). */
   now(): number {
-    return performance.now() + this.offset;
+    return this.clock ? this.clock() : performance.now() + this.offset;
   }
 
   /** A span of `kind` from `start` (a `now()`) to now. */

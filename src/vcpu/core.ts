@@ -28,6 +28,8 @@ import type { GuestMmuInit } from '../mmu/init.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { GuestAccess } from './access.js';
 import { REG_INDEX, STAT_INDEX, VCPU_FLAG, type VcpuRecord, type VcpuStat } from './vcpu-layout.js';
+import type { Tracer } from '../trace/tracer.js';
+import type { LoadResult } from '../shadow/index.js';
 
 export type CpuidPolicy = 'strict' | 'legacy';
 
@@ -51,6 +53,12 @@ export interface VcpuCoreOptions {
   shadow?: VcpuShadow;
   /** Hooks for checkers (optional): called after each completed guest access. */
   onGuestAccess?: (core: VcpuCore, op: Extract<GuestOp, { k: 'access' }>) => void;
+  /**
+   * This vCPU's tracer (src/trace): spans for guest mode, request handling,
+   * MMU inits, shadow faults, MMU loads and (in the host loop) halts. Without
+   * it every traced point is one `tracer?.` check.
+   */
+  tracer?: Tracer;
 }
 
 /** A faulting access is re-executed at most this many times in a row (then dropped and counted). */
@@ -71,6 +79,8 @@ export class VcpuCore implements GuestView {
   private readonly onGuestAccess: VcpuCoreOptions['onGuestAccess'];
   private readonly access: GuestAccess | null;
   readonly shadow: VcpuShadow | null;
+  /** This vCPU's tracer, when the VM records a trace. */
+  readonly tracer: Tracer | undefined;
   /** The access a fault exit asked to re-execute (the guest restarts the faulting instruction). */
   private retryOp: Extract<GuestOp, { k: 'access' }> | null = null;
   private retries = 0;
@@ -108,6 +118,8 @@ export class VcpuCore implements GuestView {
     this.access = o.memory ? new GuestAccess(o.memory) : null;
     this.shadow = o.shadow ?? null;
     this.mmu = new VcpuMmu({ host: o.host, cpuid: o.cpuid, strategy: o.strategy, roleStorage: o.record.roles });
+    this.tracer = o.tracer;
+    if (o.tracer) this.mmu.hooks.trace = o.tracer;
     this.shadow?.attach(this);
     // kvm_arch_vcpu_create: kvm_vcpu_reset (CR0 = CD | NW | ET, the rest 0), then kvm_init_mmu.
     this.cr0 = RESET_CR0;
@@ -145,6 +157,8 @@ export class VcpuCore implements GuestView {
         if (load === 'userspace') return this.leave('userspace');
       }
       if (!this.enterGuest()) continue;
+      const tracer = this.tracer;
+      const tGuest = tracer ? tracer.now() : 0;
       let exitOp: GuestOp | null = null;
       let fault: PendingFault | null = null;
       // In guest mode: accesses run here; anything else is a VM exit.
@@ -171,6 +185,7 @@ export class VcpuCore implements GuestView {
         }
       }
       this.exitGuest();
+      if (tracer) tracer.guest(tGuest);
       if (exitOp) this.applyExit(handleExit(this, exitOp));
       if (fault) this.applyFault(fault);
     }
@@ -183,7 +198,14 @@ export class VcpuCore implements GuestView {
    * for a root makes KVM_RUN fail (-ENOSPC): back to the host, which retries.
    */
   private loadMmu(): 'ok' | 'retry' | 'userspace' {
-    const r = this.shadow!.reload(this);
+    const tracer = this.tracer;
+    let r: LoadResult;
+    if (tracer && !this.shadow!.hasRoot(this)) {
+      // Traced only when kvm_mmu_load runs (no root): the common reload is a no-op.
+      const t = tracer.now();
+      r = this.shadow!.reload(this);
+      tracer.mmuLoad(t, r);
+    } else r = this.shadow!.reload(this);
     if (r === 'ok') return 'ok';
     if (r === 'triple-fault') {
       makeRequest(this.rec.requests, 0, REQ.TRIPLE_FAULT);
@@ -195,7 +217,10 @@ export class VcpuCore implements GuestView {
 
   /** The page-fault exit of an access; a fixed (or retried) fault re-executes the access. */
   private applyFault(f: PendingFault): void {
+    const tracer = this.tracer;
+    const t = tracer ? tracer.now() : 0;
     const d = this.shadow!.handleFault(this, f);
+    if (tracer) tracer.shadowFault(t, f.addr, this.shadow!.lastFaultErrorCode, this.shadow!.lastFaultKind);
     if (d === 'retry' && this.retries < MAX_FAULT_RETRIES) {
       this.retryOp = f.op;
       this.retries++;
@@ -300,7 +325,18 @@ export class VcpuCore implements GuestView {
   /** Requests in vcpu_enter_guest's order. Returns a reason to go back to the host, if any. */
   private processRequests(): ExitReason | null {
     const q = this.rec.requests;
-    if (Atomics.load(q, 0) === 0) return null;
+    const bits = Atomics.load(q, 0);
+    if (bits === 0) return null;
+    const tracer = this.tracer;
+    if (!tracer) return this.handleRequests(q);
+    const t = tracer.now();
+    const r = this.handleRequests(q);
+    tracer.requests(t, bits);
+    return r;
+  }
+
+  /** The pending requests, in vcpu_enter_guest's order (processRequests without the trace). */
+  private handleRequests(q: Int32Array): ExitReason | null {
     if (checkRequest(q, 0, REQ.STOP)) return 'stop';
     if (checkRequest(q, 0, REQ.CPUID_UPDATE)) this.applyPostedCpuid();
     if (checkRequest(q, 0, REQ.PING)) {

@@ -8,6 +8,7 @@
 import { waitAsync } from '../layout/atomics.js';
 import type { VcpuCore } from './core.js';
 import { STAT_INDEX } from './vcpu-layout.js';
+import { REQ } from './requests.js';
 
 export interface HostLoopOptions {
   /** Guest operations per `run` slice. */
@@ -75,10 +76,15 @@ export class HostLoop {
     core.shutdown();
   }
 
-  /** Until the coordinator's go, a request (e.g. STOP) or stop(); the control plane stays served. */
+  /**
+   * Until the coordinator's go, a STOP request or stop(); the control plane
+   * stays served. Other requests wait for the first run: a control-plane call
+   * kicks with USERSPACE_EXIT, and that must not start a vCPU the VMM holds.
+   */
   private async waitForGo(): Promise<void> {
     const { go, requests } = this.core.rec;
-    while (Atomics.load(go, 0) === 0 && Atomics.load(requests, 0) === 0 && !this.stopping) await waitAsync(go, 0, 0, 50);
+    const stop = 1 << REQ.STOP.bit;
+    while (Atomics.load(go, 0) === 0 && (Atomics.load(requests, 0) & stop) === 0 && !this.stopping) await waitAsync(go, 0, 0, 50);
   }
 
   /**
@@ -88,11 +94,14 @@ export class HostLoop {
    */
   private async block(): Promise<void> {
     const { requests, halted } = this.core.rec;
+    const tracer = this.core.tracer;
+    const t = tracer ? tracer.now() : 0;
     Atomics.store(halted, 0, 1);
     if (Atomics.load(requests, 0) === 0) {
       const timeout = Number.isFinite(this.opts.haltTimeoutMs) ? this.opts.haltTimeoutMs : undefined;
       if ((await waitAsync(requests, 0, 0, timeout)) === 'timed-out') this.core.halted = false;
     }
     Atomics.store(halted, 0, 0);
+    if (tracer) tracer.halt(t);
   }
 }

@@ -32,6 +32,7 @@ import type { WalkEnv } from '../paging/permission.js';
 import { gvaToGpa } from '../paging/walker.js';
 import { GuestWalker, nestedTdp, type NestedTdp, type WalkFault, type WalkRoot } from '../paging/walker-state.js';
 import {
+  INVALID_PAGE,
   mmuReload,
   mmuUnload as shadowUnload,
   newPgd as shadowNewPgd,
@@ -106,6 +107,9 @@ export class VcpuShadow {
   private nestedRootPgd = -1n;
   /** How the last completed access ended. */
   readonly outcome: AccessOutcome = newOutcome();
+  /** The last handleFault's FaultResult kind ('retry' for a fault dropped before the handler) and PFERR error code (for the trace). */
+  lastFaultKind: FaultResult['kind'] = 'retry';
+  lastFaultErrorCode = 0;
   private view: ShadowVcpuView | null = null;
 
   constructor(
@@ -147,6 +151,11 @@ export class VcpuShadow {
   private guestRootOf(view: ShadowVcpuView, ctx: MmuContext): WalkRoot {
     this.guestRoot.pgd = ctx.name === 'guest' ? view.nestedRoot : view.cr3;
     return this.guestRoot;
+  }
+
+  /** Whether kvm_mmu_reload has nothing to do: the current MMU has a root (kvm_mmu_load is skipped). */
+  hasRoot(view: ShadowVcpuView): boolean {
+    return this.rootsOf(view.mmu.mmu).rootHpa !== INVALID_PAGE;
   }
 
   /** kvm_mmu_reload before entry: allocate the current MMU's roots if it has none. */
@@ -211,18 +220,24 @@ export class VcpuShadow {
   /** The fault exit, outside guest mode (kvm_mmu_page_fault). */
   handleFault(view: ShadowVcpuView, f: PendingFault): FaultDisposition {
     // The MMU may have changed since the exit (it cannot: the exit is handled first), or lost its root (no root: re-enter).
-    if (f.code === WALK.NO_ROOT || view.mmu.mmu !== f.ctx) return 'retry';
     const env = this.envFor(f.op, f.ctx);
+    const errorCode = env.pfec | (f.code === WALK.PROTECTION ? PFERR.PRESENT : 0);
+    this.lastFaultErrorCode = errorCode;
+    if (f.code === WALK.NO_ROOT || view.mmu.mmu !== f.ctx) {
+      this.lastFaultKind = 'retry';
+      return 'retry';
+    }
     const requests = view.rec.requests;
     const r: FaultResult = pageFault(this.vm, this.agent, this.rootsOf(f.ctx), f.ctx, this.memory, {
       addr: f.addr,
-      errorCode: env.pfec | (f.code === WALK.PROTECTION ? PFERR.PRESENT : 0),
+      errorCode,
       guest: this.guestRootOf(view, f.ctx),
       cpl: env.cpl,
       isWalkMmu: f.ctx === view.mmu.walkMmu,
       reloadPending: () => (Atomics.load(requests, 0) & (1 << REQ.MMU_RELOAD.bit)) !== 0,
       walker: this.faultWalker,
     });
+    this.lastFaultKind = r.kind;
     switch (r.kind) {
       case 'fixed':
       case 'spurious':

@@ -24,13 +24,15 @@ import { VcpuShadow } from './shadow-mmu.js';
 import { setMutant, type MutantName } from '../check/mutants.js';
 import { VcpuChecker, type CheckLevel } from '../check/vcpu-checker.js';
 import { bindVmRecord, type EditTarget } from '../vm/vm-layout.js';
+import { Tracer } from '../trace/tracer.js';
+import type { TraceRingsHandle } from '../trace/ring.js';
 
 export interface VcpuConfig {
   readonly host: HostSettings;
   readonly cpuid: CpuidModel;
   readonly strategy: StrategyName;
   readonly policy: CpuidPolicy;
-  readonly program: { readonly seed: number; readonly nestedKind: NestedKind; readonly mix?: Partial<OpMix>; readonly tables?: GuestTableSet };
+  readonly program: { readonly seed: number; readonly nestedKind: NestedKind; readonly mix?: Partial<OpMix>; readonly tables?: GuestTableSet; readonly hotPage?: number };
   readonly loop: HostLoopOptions;
   /**
    * Checking: the role checker (invariants 7, 8: every init, whatever the
@@ -57,6 +59,8 @@ export interface VcpuTask {
   readonly shadow?: ShadowVmHandle;
   /** The VM-wide control record (src/vm/vm-layout.ts). */
   readonly vmRecord?: SharedArrayBuffer;
+  /** The VM's trace rings (src/trace): this vCPU writes ring `id`. */
+  readonly trace?: TraceRingsHandle;
   readonly config: VcpuConfig;
 }
 
@@ -71,7 +75,7 @@ export interface StartedVcpu {
  * vCPUs: kvm_reload_remote_mmus and kvm_flush_remote_tlbs set the request on
  * every vCPU and kick, without waiting (they run under mmu_lock).
  */
-function shadowFor(task: VcpuTask, memory: GuestMemory | undefined): VcpuShadow | undefined {
+function shadowFor(task: VcpuTask, memory: GuestMemory | undefined, tracer: Tracer | undefined): VcpuShadow | undefined {
   if (!task.shadow) return undefined;
   if (!memory) throw new RangeError('a vCPU with a shadow page cache needs the guest memory');
   const vm = ShadowVm.attach(task.shadow);
@@ -80,6 +84,7 @@ function shadowFor(task: VcpuTask, memory: GuestMemory | undefined): VcpuShadow 
   vm.setHooks(task.id, {
     reloadRemoteMmus: () => void makeAllCpusRequest(records, REQ.MMU_RELOAD),
     flushRemoteTlbs: () => void makeAllCpusRequest(records, REQ.TLB_FLUSH),
+    trace: tracer,
   });
   return new VcpuShadow(vm, task.id, memory);
 }
@@ -91,6 +96,7 @@ export function startVcpu(task: VcpuTask): StartedVcpu {
   const { config } = task;
   setMutant(config.mutant);
   const memory = task.memoryBuffer ? GuestMemory.attach(task.memoryBuffer) : undefined;
+  const tracer = task.trace ? Tracer.attach(task.trace, task.id) : undefined;
   const core = new VcpuCore({
     id: task.id,
     record: bindVcpu(task.vcpuBuffer, task.id),
@@ -100,7 +106,8 @@ export function startVcpu(task: VcpuTask): StartedVcpu {
     policy: config.policy,
     program: new RandomGuestProgram(config.program),
     memory,
-    shadow: shadowFor(task, memory),
+    shadow: shadowFor(task, memory, tracer),
+    tracer,
   });
   const loop = new HostLoop(core, config.loop);
   let checker: RoleChecker | null = null;

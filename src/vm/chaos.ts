@@ -10,7 +10,7 @@ import { REQ } from '../vcpu/requests.js';
 import type { VcpuStat } from '../vcpu/vcpu-layout.js';
 import { randomCpuid } from '../workload/random-cpuid.js';
 import { Rng } from '../workload/rng.js';
-import { Vm, type VmOptions } from './vm.js';
+import { Vm, type VmOptions, type WriteTraceOptions } from './vm.js';
 
 export interface ChaosOptions {
   /** How long the vCPUs run (ms). */
@@ -18,6 +18,11 @@ export interface ChaosOptions {
   /** Mean time between coordinator actions (ms). */
   actionEveryMs: number;
   seed: number;
+  /**
+   * Record a trace and write it after the VM stopped (docs/traces.md): the
+   * VM traces with vmOpts.trace (default ring size unless given there).
+   */
+  traceOut?: WriteTraceOptions;
 }
 
 export interface ChaosResult {
@@ -29,6 +34,8 @@ export interface ChaosResult {
   readonly stats: Record<VcpuStat, number>;
   readonly findings: FindingWire[];
   readonly dead: Record<number, string>;
+  /** The trace files written (ChaosOptions.traceOut). */
+  readonly traceFiles: string[];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -62,7 +69,8 @@ export async function chaos(vm: Vm, opts: ChaosOptions): Promise<Pick<ChaosResul
 
 /** Create a VM with checking on, run the chaos coordinator against it, tear it down. */
 export async function runChaos(vmOpts: VmOptions & { strategy: StrategyName }, opts: ChaosOptions): Promise<ChaosResult> {
-  const vm = await Vm.create({ policy: 'legacy', check: true, seed: opts.seed, ...vmOpts });
+  const trace = opts.traceOut ? (vmOpts.trace ?? {}) : vmOpts.trace;
+  const vm = await Vm.create({ policy: 'legacy', check: true, seed: opts.seed, ...vmOpts, trace });
   try {
     const c = await chaos(vm, opts);
     const findings: FindingWire[] = [];
@@ -72,7 +80,8 @@ export async function runChaos(vmOpts: VmOptions & { strategy: StrategyName }, o
       if (f.ok) findings.push(...f.value.slice(0, 5));
     }
     const stats = await vm.destroy();
-    return { strategy: vmOpts.strategy, vcpus: vm.vcpus, ...c, stats, findings, dead: Object.fromEntries(vm.dead) };
+    const traceFiles = opts.traceOut ? vm.writeTrace(opts.traceOut) : [];
+    return { strategy: vmOpts.strategy, vcpus: vm.vcpus, ...c, stats, findings, dead: Object.fromEntries(vm.dead), traceFiles };
   } finally {
     await vm.destroy();
   }

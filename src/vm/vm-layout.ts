@@ -17,15 +17,4 @@ export type VmRecord = RecordView<typeof VM_FIELDS>;
 export const allocateVmRecord = (): SharedArrayBuffer => allocate(VM_LAYOUT, 1);
 export const bindVmRecord = (buf: SharedArrayBuffer): VmRecord => bindRecord(VM_LAYOUT, buf, 0);
 
-/**
- * The page-table edit the stress coordinator repeats (invariant 6): guest
- * virtual page `gvaPage` of every address space maps `frames[0]` after an
- * even number of completed edits, `frames[1]` after an odd number.
- */
-export interface EditTarget {
-  readonly gvaPage: number;
-  readonly frames: readonly [number, number];
-}
-
-/** The frame the edit target maps once `seq` (even) is the edit sequence. */
-export const expectedFrame = (t: EditTarget, seq: number): number => t.frames[(seq >>> 1) & 1]!;
+export { expectedFrame, type EditTarget } from '../workload/guest-tables.js';

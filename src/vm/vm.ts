@@ -28,6 +28,13 @@ import { checkAfterWait, nextRequestSeqs, type LostInvalidation } from '../check
 import { mutant, setMutant, type MutantName } from '../check/mutants.js';
 import type { CheckLevel } from '../check/vcpu-checker.js';
 import { allocateVmRecord, bindVmRecord, expectedFrame, type EditTarget, type VmRecord } from './vm-layout.js';
+import { STRATEGIES } from '../mmu/strategies.js';
+import { allocateTraceRings, DEFAULT_RING_CAPACITY, type TraceRingsHandle } from '../trace/ring.js';
+import { Tracer } from '../trace/tracer.js';
+import type { BroadcastKind } from '../trace/events.js';
+import { traceSetOf } from '../trace/collect.js';
+import { writeChromeTrace } from '../trace/chrome.js';
+import { writeFtrace } from '../trace/ftrace.js';
 
 export const MAX_VCPUS = 4096;
 
@@ -68,6 +75,22 @@ export interface VmOptions {
    * n_max_mmu_pages (default: KVM's kvm_mmu_calculate_default_mmu_pages).
    */
   shadow?: false | { readonly maxPages?: number; readonly prove?: boolean };
+  /**
+   * Record a trace (docs/traces.md): one ring of `capacity` events per vCPU
+   * and one for the coordinator (default 65 536 events each), written out by
+   * `writeTrace`. Absent: tracing off, nothing allocated.
+   */
+  trace?: { readonly capacity?: number };
+}
+
+/** What `Vm.writeTrace` writes: a Chrome Trace Event JSON file, a kvmmmu ftrace text file, or both. */
+export interface WriteTraceOptions {
+  readonly chrome?: string;
+  readonly ftrace?: string;
+  /** Extra entries for the Chrome trace's otherData (strategy, host and vCPU count are always there). */
+  readonly metadata?: Readonly<Record<string, unknown>>;
+  /** The Chrome trace's process name (default "kvm-mmu-emu VM"). */
+  readonly processName?: string;
 }
 
 export interface ZapAllResult {
@@ -129,6 +152,8 @@ export class Vm {
   readonly vmRecord: VmRecord = bindVmRecord(this.vmBuffer);
   /** The stress edit target, when the VM was created with editTarget. */
   readonly editTarget: EditTarget | null;
+  /** The coordinator's tracer (ring `vcpus` of traceRings), when the VM records a trace. */
+  readonly tracer: Tracer | undefined;
 
   private constructor(
     readonly options: Required<Pick<VmOptions, 'vcpus' | 'strategy' | 'policy' | 'deadlineMs'>> & VmOptions,
@@ -138,15 +163,20 @@ export class Vm {
     private readonly pool: Piscina,
     /** The shadow page cache (null when the VM runs without one). */
     readonly shadow: ShadowVm | null,
+    /** The trace rings (one per vCPU, then the coordinator's), when the VM records a trace. */
+    readonly traceRings: TraceRingsHandle | null,
   ) {
     this.records = Array.from({ length: options.vcpus }, (_, i) => bindVcpu(buffer, i));
     this.shadowAgent = options.vcpus;
+    this.tracer = traceRings ? Tracer.attach(traceRings, 'coordinator') : undefined;
     this.editTarget = options.editTarget ? this.prepareEditTarget() : null;
     // The coordinator's own zaps reach the vCPUs like a vCPU's do: set, kick, never wait under the lock.
     this.shadow?.setHooks(this.shadowAgent, {
       reloadRemoteMmus: () => void makeAllCpusRequest(this.records, REQ.MMU_RELOAD),
       flushRemoteTlbs: () => void makeAllCpusRequest(this.records, REQ.TLB_FLUSH),
+      trace: this.tracer,
     });
+    this.traceShadowPages();
   }
 
   get vcpus(): number {
@@ -186,7 +216,9 @@ export class Vm {
             host: opts.host ?? DEFAULT_HOST,
             prove: opts.shadow?.prove,
           });
-    const vm = new Vm(full, allocateVcpus(opts.vcpus), memory, tables, pool, shadow);
+    // Allocated before any worker starts: a refused size (over MAX_TRACE_BYTES) fails here, with nothing to clean up.
+    const traceRings = opts.trace ? allocateTraceRings(opts.vcpus, opts.trace.capacity ?? DEFAULT_RING_CAPACITY) : null;
+    const vm = new Vm(full, allocateVcpus(opts.vcpus), memory, tables, pool, shadow, traceRings);
     for (let id = 0; id < opts.vcpus; id++) vm.startVcpu(id, cpuid);
     // Workers boot one after another on few cores: the handshake's deadline grows with N.
     const startDeadline = full.deadlineMs + STARTUP_MS_PER_VCPU * opts.vcpus;
@@ -214,6 +246,7 @@ export class Vm {
         nestedKind: !host.tdpEnabled ? 'shadow' : host.vendor === 'amd' ? 'npt' : 'ept',
         mix: o.mix,
         tables: this.tables,
+        hotPage: this.editTarget?.gvaPage,
       },
       loop: { ...DEFAULT_LOOP, ...o.loop, throwAfterOps: o.throwAfterOps?.get(id), startPaused: true },
       check: o.check ?? false,
@@ -229,6 +262,7 @@ export class Vm {
       memoryBuffer: this.memory.buffer,
       shadow: this.shadow?.handle,
       vmRecord: this.vmBuffer,
+      trace: this.traceRings ?? undefined,
       config,
       port: port2,
     };
@@ -253,20 +287,33 @@ export class Vm {
    */
   async makeAllCpusRequest(req: RequestDef, opts: { targets?: number[]; wait?: boolean } = {}): Promise<void> {
     this.assertLive();
+    const tracer = this.tracer;
+    const t = tracer ? tracer.now() : 0;
     const acks = makeAllCpusRequest(this.records, req, opts.targets);
-    if (opts.wait) await this.waitAcks(req.name, acks);
+    const kind: BroadcastKind = req === REQ.MMU_RELOAD ? 'reload' : 'other';
+    if (opts.wait) await this.waitAcks(req.name, acks, kind);
+    if (tracer) {
+      // Without wait the span is only the setting and kicking; with wait it ends at the last acknowledgement.
+      tracer.broadcast(t, kind, opts.targets?.length ?? this.vcpus);
+      this.traceShadowPages();
+    }
   }
 
   /** Wait until every acknowledgement of a WAIT request arrived (the targets left guest mode). */
-  private async waitAcks(what: string, acks: readonly AckWait[]): Promise<void> {
+  private async waitAcks(what: string, acks: readonly AckWait[], kind: BroadcastKind): Promise<void> {
     if (acks.length === 0) return;
+    const t = this.tracer ? this.tracer.now() : 0;
     const waits = new Map<number, AckWord>(
       acks.map((a) => {
         const rec = this.records[a.vcpu]!;
         return [a.vcpu, { view: rec.outsideEpoch, index: 0, done: () => acknowledged(rec, a), dead: this.deadReason(a.vcpu) }];
       }),
     );
-    await waitAll(`${what} request`, waits, performance.now() + this.options.deadlineMs);
+    try {
+      await waitAll(`${what} request`, waits, performance.now() + this.options.deadlineMs);
+    } finally {
+      this.tracer?.wait(t, kind, acks.length);
+    }
   }
 
   private requireShadow(): ShadowVm {
@@ -280,9 +327,10 @@ export class Vm {
    * that was in guest mode left it (so none runs on an old root any more),
    * then zap the obsolete pages.
    */
-  async zapAllFast(): Promise<ZapAllResult> {
+  async zapAllFast(opts: { watchMs?: number } = {}): Promise<ZapAllResult> {
     this.assertLive();
     const shadow = this.requireShadow();
+    const t = this.tracer ? this.tracer.now() : 0;
     let lost: LostInvalidation[] = [];
     let seq: number[] = [];
     let oldGeneration = 0;
@@ -293,11 +341,18 @@ export class Vm {
         return makeAllCpusRequest(this.records, REQ.MMU_RELOAD);
       },
       wait: async (acks) => {
-        if (!mutant['zap-no-wait']) await this.waitAcks('MMU_RELOAD (zap all)', acks);
-        // Invariant 5, the moment the wait returned: nobody left on the old generation.
-        lost = checkAfterWait(this.records, this.records.keys(), seq, { shadow, oldGeneration });
+        if (!mutant['zap-no-wait']) await this.waitAcks('MMU_RELOAD (zap all)', acks, 'zap-all');
+        // Invariant 5, the moment the wait returned: nobody left on the old generation. With watchMs,
+        // keep looking that long: every stint that begins after the request must run on a new root.
+        const until = performance.now() + (opts.watchMs ?? 0);
+        do lost = checkAfterWait(this.records, this.records.keys(), seq, { shadow, oldGeneration });
+        while (lost.length === 0 && performance.now() < until);
       },
     });
+    if (this.tracer) {
+      this.tracer.broadcast(t, 'zap-all', this.vcpus);
+      this.traceShadowPages();
+    }
     return { ...r, lostInvalidations: lost };
   }
 
@@ -309,7 +364,13 @@ export class Vm {
    */
   async zapAllPages(): Promise<number> {
     this.assertLive();
-    return zapAll(this.requireShadow(), this.shadowAgent);
+    const shadow = this.requireShadow();
+    if (!this.tracer) return zapAll(shadow, this.shadowAgent);
+    const t = this.tracer.now();
+    const zapped = await zapAll(shadow, this.shadowAgent);
+    this.tracer.broadcast(t, 'zap-all', this.vcpus);
+    this.traceShadowPages();
+    return zapped;
   }
 
   /**
@@ -320,12 +381,17 @@ export class Vm {
    */
   writeGuestPte(gpa: number, value: bigint): number {
     this.assertLive();
+    const t = this.tracer ? this.tracer.now() : 0;
     Atomics.add(this.vmRecord.editSeq, 0, 1); // odd: editing (checkers skip overlapping accesses)
     try {
       this.memory.store64(gpa, value);
       return this.shadow ? trackedWrite(this.shadow, this.shadowAgent, gpa) : 0;
     } finally {
       Atomics.add(this.vmRecord.editSeq, 0, 1);
+      if (this.tracer) {
+        this.tracer.broadcast(t, 'other', 0);
+        this.traceShadowPages();
+      }
     }
   }
 
@@ -358,12 +424,17 @@ export class Vm {
     this.assertLive();
     const t = this.editTarget;
     if (!t) throw new Error('this VM was created without an edit target (editTarget: true)');
+    const tr = this.tracer ? this.tracer.now() : 0;
     const seq = Atomics.add(this.vmRecord.editSeq, 0, 1) + 1; // odd: editing
     const next = expectedFrame(t, seq + 1);
     for (const pa of remapEverywhere(this.memory, this.tables, BigInt(t.gvaPage) << 12n, BigInt(next))) {
       if (this.shadow) trackedWrite(this.shadow, this.shadowAgent, pa);
     }
     Atomics.add(this.vmRecord.editSeq, 0, 1); // even: done
+    if (this.tracer) {
+      this.tracer.broadcast(tr, 'other', 0);
+      this.traceShadowPages();
+    }
     return next;
   }
 
@@ -380,6 +451,7 @@ export class Vm {
   async broadcastCpuid(cpuid: CpuidModel, targets?: number[]): Promise<CpuidBroadcastResult> {
     this.assertLive();
     const list = targets ?? [...this.records.keys()];
+    const t = this.tracer ? this.tracer.now() : 0;
     const epoch = ++this.cpuidEpoch;
     postCpuid(this.records, normaliseCpuid(cpuid), epoch, list);
     const waits = new Map<number, AckWord>(
@@ -388,11 +460,15 @@ export class Vm {
         return [id, { view: rec.cpuidAppliedEpoch, index: 0, done: () => cpuidHandled(rec, epoch), dead: this.deadReason(id) }];
       }),
     );
-    await waitAll('CPUID broadcast', waits, performance.now() + this.options.deadlineMs);
+    await this.traceWait('cpuid', list.length, waitAll('CPUID broadcast', waits, performance.now() + this.options.deadlineMs));
     const out: CpuidBroadcastResult = { applied: [], identical: [], refused: [] };
     for (const id of list) {
       const r = Atomics.load(this.records[id]!.cpuidResult, 0);
       (r === 0 ? out.applied : r === 1 ? out.identical : out.refused).push(id);
+    }
+    if (this.tracer) {
+      this.tracer.broadcast(t, 'cpuid', list.length);
+      this.traceShadowPages();
     }
     return out;
   }
@@ -404,6 +480,7 @@ export class Vm {
   async ping(targets?: number[]): Promise<void> {
     this.assertLive();
     const list = targets ?? [...this.records.keys()];
+    const t = this.tracer ? this.tracer.now() : 0;
     const epoch = ++this.pingEpoch;
     for (const id of list) Atomics.store(this.records[id]!.pingPosted, 0, epoch);
     makeAllCpusRequest(this.records, REQ.PING, list);
@@ -413,7 +490,54 @@ export class Vm {
         return [id, { view: rec.pingAck, index: 0, done: (v) => v >= epoch, dead: this.deadReason(id) }];
       }),
     );
-    await waitAll('PING', waits, performance.now() + this.options.deadlineMs);
+    await this.traceWait('ping', list.length, waitAll('PING', waits, performance.now() + this.options.deadlineMs));
+    if (this.tracer) {
+      this.tracer.broadcast(t, 'ping', list.length);
+      this.traceShadowPages();
+    }
+  }
+
+  /** A wait span around `waiting` when tracing (recorded even when the wait fails). */
+  private async traceWait(kind: BroadcastKind, targets: number, waiting: Promise<void>): Promise<void> {
+    const tracer = this.tracer;
+    if (!tracer) return waiting;
+    const t = tracer.now();
+    try {
+      await waiting;
+    } finally {
+      tracer.wait(t, kind, targets);
+    }
+  }
+
+  /** The shadow-pages counter (n_used_mmu_pages) on the coordinator's track, when tracing with a shadow cache. */
+  private traceShadowPages(): void {
+    if (this.tracer && this.shadow) this.tracer.shadowPages(this.shadow.nUsed);
+  }
+
+  /**
+   * Write the trace (VmOptions.trace) as Chrome Trace Event JSON and/or
+   * kvmmmu ftrace text. After destroy() the read is exact (every writer
+   * stopped); before, it is a racy snapshot of running writers (slots being
+   * overwritten are counted as dropped). Returns the paths written.
+   */
+  writeTrace(o: WriteTraceOptions): string[] {
+    if (!this.traceRings) throw new Error('this VM records no trace (create it with trace: {})');
+    const set = traceSetOf(this.traceRings, !this.destroyed);
+    const written: string[] = [];
+    if (o.chrome !== undefined) {
+      const host = this.options.host ?? DEFAULT_HOST;
+      writeChromeTrace(o.chrome, set, {
+        processName: o.processName,
+        extFormat: STRATEGIES[this.options.strategy].format,
+        metadata: { strategy: this.options.strategy, vcpus: this.vcpus, host, ringCapacity: this.traceRings.capacity, ...o.metadata },
+      });
+      written.push(o.chrome);
+    }
+    if (o.ftrace !== undefined) {
+      writeFtrace(o.ftrace, set);
+      written.push(o.ftrace);
+    }
+    return written;
   }
 
   /** The same change through the control plane, one vCPU at a time. */
@@ -490,6 +614,7 @@ export class Vm {
     for (const c of this.rpc) c.close();
     await this.pool.destroy();
     if (this.shadow && this.dead.size === 0) this.shadowTeardown = await this.teardownShadow(this.shadow);
+    this.traceShadowPages();
     return this.totals();
   }
 

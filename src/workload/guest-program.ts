@@ -39,6 +39,8 @@ export interface ProgramOptions {
   mix?: Partial<OpMix>;
   /** The guest page tables to run on (CR3 values per format, nested roots). */
   tables?: GuestTableSet;
+  /** A guest-virtual page one access in ten goes to (the stress edit target: a page the guest kernel keeps editing). */
+  hotPage?: number;
 }
 
 const big = (n: number): bigint => BigInt(n >>> 0);
@@ -63,6 +65,8 @@ export class RandomGuestProgram implements GuestProgram {
 
   /** Mostly mapped pages of the address spaces, one in nine beyond them (unmapped). */
   private gva(): bigint {
+    const hot = this.opts.hotPage;
+    if (hot !== undefined && this.rng.chance(0.1)) return (BigInt(hot) << 12n) | BigInt(this.rng.int(512) * 8);
     const pages = this.opts.tables?.pages ?? 64;
     return (BigInt(this.rng.int(pages + Math.ceil(pages / 8))) << 12n) | BigInt(this.rng.int(512) * 8);
   }
@@ -87,7 +91,9 @@ export class RandomGuestProgram implements GuestProgram {
       case 'access': {
         // A load, a store or an instruction fetch: never a fetch that writes.
         const write = rng.chance(0.4);
-        return { k: 'access', gva: this.gva(), write, fetch: !write && rng.chance(1 / 6), user: rng.chance(0.3) };
+        // With paging off an address is physical: the guest touches its data, not its page tables.
+        const flat = (view.cr0 & big(CR0.PG)) === 0n ? BigInt(this.opts.tables?.dataStart ?? 0) : 0n;
+        return { k: 'access', gva: flat + this.gva(), write, fetch: !write && rng.chance(1 / 6), user: rng.chance(0.3) };
       }
       case 'toggle': {
         const regs = { cr0: Number(view.cr0 & 0xffffffffn), cr4: Number(view.cr4 & 0xffffffffn), efer: Number(view.efer & 0xffffffffn) };

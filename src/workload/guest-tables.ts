@@ -26,6 +26,8 @@ export interface GuestTableSet {
   readonly nptCr3: bigint;
   /** Guest-virtual pages mapped from address 0 in every address space. */
   readonly pages: number;
+  /** Guest physical address where the data pages begin (tables lie below). */
+  readonly dataStart: number;
 }
 
 export interface GuestTableOptions {
@@ -77,7 +79,7 @@ export function buildGuestTables(mem: GuestMemory, opts: GuestTableOptions = DEF
   };
   const eptp = identity({ kind: 'ept', levels: 4, accessedDirty: true }, { read: true, write: true, exec: true });
   const nptCr3 = identity({ kind: 'long', levels: 4 }, { write: true, user: true, exec: true });
-  return { cr3, eptp, nptCr3, pages: opts.pages };
+  return { cr3, eptp, nptCr3, pages: opts.pages, dataStart: half };
 }
 
 /**
@@ -93,4 +95,25 @@ export function remapEverywhere(mem: GuestMemory, tables: GuestTableSet, gva: bi
     for (const cr3 of tables.cr3[f]) leaves.push(PageTableBuilder.attach(mem, noAlloc, TABLE_FORMAT[f], Number(cr3)).remap(gva, gpa).pa);
   }
   return leaves;
+}
+
+/**
+ * The page-table edit the stress coordinator repeats (invariant 6): guest
+ * virtual page `gvaPage` of every address space maps `frames[0]` after an
+ * even number of completed edits, `frames[1]` after an odd number.
+ */
+export interface EditTarget {
+  readonly gvaPage: number;
+  readonly frames: readonly [number, number];
+}
+
+/** The frame the edit target maps once `seq` (even) is the edit sequence. */
+export const expectedFrame = (t: EditTarget, seq: number): number => t.frames[(seq >>> 1) & 1]!;
+
+/** The last guest page of the address spaces, mapped to the first of two frames at the top of memory. */
+export function prepareEditTarget(mem: GuestMemory, tables: GuestTableSet): EditTarget {
+  const top = mem.size;
+  const t: EditTarget = { gvaPage: tables.pages - 1, frames: [top - 2 * PAGE_4K, top - PAGE_4K] };
+  remapEverywhere(mem, tables, BigInt(t.gvaPage) << 12n, BigInt(t.frames[0]));
+  return t;
 }

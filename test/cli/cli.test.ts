@@ -3,11 +3,11 @@
  * exit codes (0 ok, 2 usage or input error), including many kinds of bad input.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = join(root, 'dist/src/cli/main.js');
@@ -96,6 +96,37 @@ describe('kvm-mmu-emu CLI', () => {
     expect(j.results[0].stats.guestOps).toBeGreaterThan(0);
     expect(j.results[0].stats.cpuidApplied).toBeGreaterThan(0);
     expect(j.conclusion).toMatch(/observabl/);
+  });
+
+  it('run --trace/--ftrace writes, per host-flavour VM, a valid trace-event JSON file and kvmmmu ftrace text', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-emu-trace-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const r = run(['run', '--strategy', 'valid-bit', '--seconds', '1', '--vcpus', '3', '--trace', join(dir, 't.json'), '--ftrace', join(dir, 't.txt')]);
+    expect(r.code, r.err).toBe(0);
+    // The default scenario's three host flavours are three VMs: one file each, named FILE.STRATEGY.FLAVOUR.EXT.
+    for (const flavour of ['intel-ept', 'amd-npt', 'shadow']) {
+      const path = join(dir, `t.valid-bit.${flavour}.json`);
+      expect(r.err).toContain(`trace written: ${path}`);
+      const j = JSON.parse(readFileSync(path, 'utf8'));
+      expect(j.otherData).toMatchObject({ strategy: 'valid-bit', flavour, vcpus: 1 });
+      expect(j.traceEvents.length).toBeGreaterThan(10);
+      const bad: string[] = [];
+      for (const e of j.traceEvents) {
+        const ok =
+          typeof e.name === 'string' && e.name !== '' && typeof e.ph === 'string' && typeof e.ts === 'number' && e.ts >= 0 && Number.isInteger(e.pid) && Number.isInteger(e.tid) &&
+          (e.ph === 'X' ? typeof e.dur === 'number' && e.dur >= 0 : e.ph === 'i' ? ['t', 'p', 'g'].includes(e.s) : e.ph === 'C' ? typeof e.args === 'object' && Object.values(e.args).every((v) => typeof v === 'number') : e.ph === 'M');
+        if (!ok && bad.length < 5) bad.push(JSON.stringify(e));
+      }
+      expect(bad, flavour).toEqual([]);
+      const names = new Set(j.traceEvents.map((e: { tid: number; name: string }) => `${e.tid} ${e.name.split(' ')[0]}`));
+      for (const n of ['0 broadcast', '0 shadow-pages', '1 guest', '1 mmu-init', '1 kvm_mmu_get_page']) expect(names, `${flavour}: ${n}`).toContain(n);
+      expect(readFileSync(join(dir, `t.valid-bit.${flavour}.txt`), 'utf8')).toMatch(/^ +vcpu-0-4001 +\[000\] \.\.\.1\. +\d+\.\d{6}: kvm_mmu_get_page: /m);
+    }
+    // The ring size needs a trace to fill; traces need the threaded run.
+    const lone = run(['run', '--trace-events', '1000']);
+    expect([lone.code, lone.err]).toEqual([2, expect.stringMatching(/--trace-events: only with --trace or --ftrace/)]);
+    const inThread = run(['run', '--in-thread', '--trace', join(dir, 'x.json')]);
+    expect([inThread.code, inThread.err]).toEqual([2, expect.stringMatching(/--trace: .*drop --in-thread/)]);
   });
 });
 

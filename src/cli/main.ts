@@ -10,6 +10,7 @@ import { registerRole } from './role.js';
 import { registerWalk } from './walk.js';
 import { registerBench } from './bench.js';
 import { registerRun } from './run.js';
+import { registerStress } from './stress.js';
 
 export function buildProgram(): Command {
   const program = new Command('kvm-mmu-emu')
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerRun(program);
+  registerStress(program);
   registerRole(program);
   registerWalk(program);
   registerBench(program);

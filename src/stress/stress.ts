@@ -1,0 +1,221 @@
+/**
+ * `stress`: N vCPU threads split over three VMs, one per host flavour (Intel
+ * EPT, AMD NPT, shadow paging), running seeded guest programs with a stress
+ * coordinator, for a duration or an operation count, once per invalidation
+ * strategy; every invariant counted separately (checked, latent,
+ * observable). Checks run in the vCPU threads (src/check) and in the
+ * coordinator (invariant 5); the shadow cache runs in prove mode at level
+ * `full` (lookup and lockless-walk assertions), and its teardown is audited.
+ */
+import { availableParallelism } from 'node:os';
+import type { CheckLevel } from '../check/vcpu-checker.js';
+import type { MutantName } from '../check/mutants.js';
+import type { StrategyName } from '../mmu/strategies.js';
+import type { FindingWire } from '../rpc/protocol.js';
+import type { ShadowCounters } from '../shadow/index.js';
+import type { CpuidPolicy } from '../vcpu/core.js';
+import { VCPU_STATS, type VcpuStat } from '../vcpu/vcpu-layout.js';
+import { Vm } from '../vm/vm.js';
+import { TOUR_HOSTS } from '../workload/role-tour.js';
+import { coordinate, type CoordinatorCounts } from './coordinator.js';
+import type { OpMix } from '../workload/guest-program.js';
+
+export type HostFlavour = keyof typeof TOUR_HOSTS;
+export const HOST_FLAVOURS = Object.keys(TOUR_HOSTS) as HostFlavour[];
+
+/**
+ * The stress workload: mostly memory accesses, as a guest spends its time,
+ * with every kind of MMU event still frequent (a few per hundred operations):
+ * a context reset on every other operation would hide invalidation bugs
+ * behind resets no real guest makes.
+ */
+export const STRESS_MIX: Partial<OpMix> = { access: 75, toggle: 4, mode: 1, cr3: 6, invlpg: 3, smm: 1, 'nested-enter': 4, 'nested-exit': 3, hlt: 0, invalid: 1 };
+
+/** The issue's default: four vCPUs per core. */
+export const defaultStressVcpus = (): number => 4 * availableParallelism();
+
+export interface StressOptions {
+  readonly vcpus: number;
+  readonly strategies: readonly StrategyName[];
+  /** Stop each strategy after this long (ms) ... */
+  readonly durationMs: number;
+  /** ... or once its vCPUs executed this many guest operations in all (whichever comes first). */
+  readonly ops?: number;
+  readonly seed: number;
+  readonly check: CheckLevel;
+  readonly sampleEvery?: number;
+  readonly policy: CpuidPolicy;
+  readonly hosts?: readonly HostFlavour[];
+  readonly mutant?: MutantName;
+  readonly actionEveryMs?: number;
+  /** Progress, about every 100 ms: strategy index, fraction of its run done, guest ops so far. */
+  readonly onProgress?: (p: { strategy: StrategyName; index: number; fraction: number; ops: number }) => void;
+}
+
+export interface InvariantResult {
+  readonly id: number;
+  readonly name: string;
+  /** Checks made (entries, accesses, waits, inits — per invariant). */
+  readonly checked: number;
+  readonly latent: number;
+  readonly observable: number;
+}
+
+export interface StressResult {
+  readonly strategy: StrategyName;
+  readonly vcpus: number;
+  readonly elapsedMs: number;
+  readonly guestOps: number;
+  readonly invariants: readonly InvariantResult[];
+  readonly stats: Readonly<Record<VcpuStat, number>>;
+  readonly shadow: Readonly<ShadowCounters> | null;
+  readonly coordinator: Omit<CoordinatorCounts, 'lost'>;
+  /** First findings (vCPU checkers, coordinator, teardown, crashes). */
+  readonly findings: readonly FindingWire[];
+  /** Worker threads that died, by "flavour/vCPU". */
+  readonly crashed: Readonly<Record<string, string>>;
+}
+
+export const INVARIANT_NAMES = [
+  'fresh configuration',
+  'correct accesses',
+  'shadow sharing',
+  'no use after free',
+  'no lost invalidation',
+  'TLB coherence',
+  'no reads of invalidated roles',
+  'effective invalidation',
+] as const;
+
+const FINDINGS_PER_VM = 12;
+
+interface VmRun {
+  flavour: HostFlavour;
+  vm: Vm;
+  counts: CoordinatorCounts;
+  findings: FindingWire[];
+  teardown: string[];
+}
+
+/** One strategy: three VMs side by side, the coordinator on each, then collection and teardown. */
+export async function stressStrategy(o: StressOptions, strategy: StrategyName, index: number): Promise<StressResult> {
+  const hosts = o.hosts ?? HOST_FLAVOURS;
+  const share = (i: number) => Math.floor(o.vcpus / hosts.length) + (i < o.vcpus % hosts.length ? 1 : 0);
+  const plan = hosts.map((flavour, i) => ({ flavour, n: share(i), seed: o.seed + i })).filter((p) => p.n > 0);
+  const vms: Vm[] = [];
+  try {
+    for (const p of plan) {
+      vms.push(
+        await Vm.create({
+          vcpus: p.n,
+          strategy,
+          policy: o.policy,
+          host: TOUR_HOSTS[p.flavour].host,
+          seed: p.seed,
+          check: o.check,
+          sampleEvery: o.sampleEvery,
+          editTarget: true,
+          mix: STRESS_MIX,
+          mutant: o.mutant,
+          shadow: { prove: o.check === 'full' },
+          startPaused: true,
+        }),
+      );
+    }
+    const t0 = performance.now();
+    const ops = () => vms.reduce((s, vm) => s + vm.totals().guestOps, 0);
+    const running = () => performance.now() - t0 < o.durationMs && (o.ops === undefined || ops() < o.ops) && vms.every((vm) => vm.dead.size === 0);
+    const timer = setInterval(() => {
+      const fraction = Math.min(1, Math.max((performance.now() - t0) / o.durationMs, o.ops ? ops() / o.ops : 0));
+      o.onProgress?.({ strategy, index, fraction, ops: ops() });
+    }, 100);
+    for (const vm of vms) vm.start();
+    let counts: CoordinatorCounts[];
+    try {
+      counts = await Promise.all(vms.map((vm, i) => coordinate(vm, { seed: plan[i]!.seed, actionEveryMs: o.actionEveryMs ?? 20, running })));
+    } finally {
+      clearInterval(timer);
+    }
+    const elapsedMs = performance.now() - t0;
+    const runs: VmRun[] = [];
+    for (let i = 0; i < vms.length; i++) runs.push(await collect(plan[i]!.flavour, vms[i]!, counts[i]!));
+    return summarise(strategy, o.vcpus, elapsedMs, runs);
+  } finally {
+    for (const vm of vms) await vm.destroy();
+  }
+}
+
+/** Findings from every live vCPU, then teardown (root counts, free pages, audit). */
+async function collect(flavour: HostFlavour, vm: Vm, counts: CoordinatorCounts): Promise<VmRun> {
+  const findings: FindingWire[] = counts.lost.slice(0, FINDINGS_PER_VM).map((l) => ({
+    invariant: 'no-lost-invalidation',
+    severity: 'observable',
+    strategy: vm.options.strategy,
+    vcpu: l.vcpu,
+    mmu: flavour,
+    op: 0,
+    detail: `${flavour}: ${l.detail}`,
+  }));
+  for (let id = 0; id < vm.vcpus; id++) {
+    if (vm.dead.has(id)) continue;
+    const f = await vm.call(id, 'findings');
+    if (f.ok) findings.push(...f.value.slice(0, 3).map((x) => ({ ...x, detail: `${flavour}: ${x.detail}` })));
+  }
+  await vm.destroy();
+  const teardown: string[] = [];
+  const t = vm.shadowTeardown;
+  if (t) {
+    for (const [page, n] of t.rootsLeft) teardown.push(`page ${page} still has ${n} root reference(s) after every vCPU stopped`);
+    teardown.push(...t.audit);
+    if (t.freePages !== t.capacity) teardown.push(`${t.capacity - t.freePages} of ${t.capacity} pages not free after teardown`);
+  }
+  return { flavour, vm, counts, findings: findings.slice(0, FINDINGS_PER_VM), teardown };
+}
+
+function summarise(strategy: StrategyName, vcpus: number, elapsedMs: number, runs: VmRun[]): StressResult {
+  const s = Object.fromEntries(VCPU_STATS.map((k) => [k, runs.reduce((a, r) => a + r.vm.totals()[k], 0)])) as Record<VcpuStat, number>;
+  const c = runs.reduce(
+    (a, r) => {
+      for (const k of Object.keys(a) as (keyof typeof a)[]) a[k] += r.counts[k];
+      return a;
+    },
+    { cpuidBroadcasts: 0, cpuidRefused: 0, zapAlls: 0, tableEdits: 0, reloads: 0, flushes: 0, waitsChecked: 0 },
+  );
+  const lost = runs.reduce((a, r) => a + r.counts.lost.length, 0);
+  const crashed: Record<string, string> = {};
+  for (const r of runs) for (const [id, why] of r.vm.dead) crashed[`${r.flavour}/${id}`] = why;
+  const teardown = runs.flatMap((r) => r.teardown.map((t) => `${r.flavour}: ${t}`));
+  const shadowRuns = runs.filter((r) => r.vm.shadowTeardown);
+  const shadow = shadowRuns.length
+    ? (Object.fromEntries(Object.keys(shadowRuns[0]!.vm.shadowTeardown!.stats).map((k) => [k, shadowRuns.reduce((a, r) => a + r.vm.shadowTeardown!.stats[k as keyof ShadowCounters], 0)])) as ShadowCounters)
+    : null;
+  // A dead worker is a failed assertion of the cache: a lookup that handed out a page of another role
+  // (prove mode, invariant 3), or a memory-safety failure (arena assertion, bad index, any crash: invariant 4).
+  const lookupCrashes = Object.values(crashed).filter((why) => why.includes('kvm_mmu_get_page')).length;
+  const crashes = Object.keys(crashed).length - lookupCrashes;
+  const inv = (id: number, checked: number, latent: number, observable: number): InvariantResult => ({ id, name: INVARIANT_NAMES[id - 1]!, checked, latent, observable });
+  const invariants = [
+    inv(1, s.freshChecks, s.freshLatent, s.freshObservable),
+    inv(2, s.accessChecks, 0, s.accessMismatches),
+    inv(3, s.freshChecks, 0, s.sharingViolations + lookupCrashes),
+    inv(4, s.freshChecks + runs.length, 0, s.useAfterFree + teardown.length + crashes),
+    inv(5, c.waitsChecked, 0, lost),
+    inv(6, s.tlbChecks, 0, s.staleTranslations),
+    inv(7, s.invalidations, s.invalidReadLatent, s.invalidReadObservable),
+    inv(8, s.invalidations, s.missedRebuildLatent, s.missedRebuildObservable),
+  ];
+  const findings: FindingWire[] = runs.flatMap((r) => r.findings);
+  for (const [k, why] of Object.entries(crashed)) findings.push({ invariant: why.includes('kvm_mmu_get_page') ? 'shadow-sharing' : 'no-use-after-free', severity: 'observable', strategy, vcpu: Number(k.split('/')[1]), mmu: k.split('/')[0]!, op: 0, detail: `vCPU thread ${k} died: ${why}` });
+  for (const t of teardown.slice(0, 5)) findings.push({ invariant: 'no-use-after-free', severity: 'observable', strategy, vcpu: -1, mmu: '', op: 0, detail: t });
+  return { strategy, vcpus, elapsedMs, guestOps: s.guestOps, invariants, stats: s, shadow, coordinator: c, findings, crashed };
+}
+
+/** Every strategy in turn (each with its own VMs). */
+export async function stress(o: StressOptions): Promise<StressResult[]> {
+  const out: StressResult[] = [];
+  for (const [i, name] of o.strategies.entries()) out.push(await stressStrategy(o, name, i));
+  return out;
+}
+
+/** Observable violations (and crashes) of a run: what makes `stress` exit 1. */
+export const observableViolations = (r: StressResult): number => r.invariants.reduce((a, i) => a + i.observable, 0);

@@ -11,6 +11,7 @@ import { RESET_BROADCAST_GROUP } from './reset-broadcast.js';
 import { TIMINGS, type BenchGroup, type BenchRun, type CaseProgress, type GroupResult, type MachineInfo, type Timing } from './types.js';
 import { benchShadow } from './shadow.js';
 import { benchWalker } from './walker.js';
+import { ZAP_ALL_GROUP } from './zap-all.js';
 
 /**
  * Wrap a function that measures by itself and returns calls/s per item into
@@ -74,6 +75,7 @@ export const BENCH_GROUPS: readonly BenchGroup[] = [
     ['zap-all + reload rows are rounds/s: flip, waiting MMU_RELOAD, zap obsolete, every vCPU reloads its root and re-faults 64 pages.'],
   ),
   RESET_BROADCAST_GROUP,
+  ZAP_ALL_GROUP,
   MEMORY_GROUP,
 ];
 

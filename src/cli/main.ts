@@ -11,6 +11,7 @@ import { registerWalk } from './walk.js';
 import { registerBench } from './bench.js';
 import { registerRun } from './run.js';
 import { registerStress } from './stress.js';
+import { registerSim } from './sim.js';
 
 export function buildProgram(): Command {
   const program = new Command('kvm-mmu-emu')
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerRun(program);
   registerStress(program);
+  registerSim(program);
   registerRole(program);
   registerWalk(program);
   registerBench(program);

@@ -36,6 +36,30 @@ export type CpuidPolicy = 'strict' | 'legacy';
 /** Why `run` returned to its host. */
 export type ExitReason = 'budget' | 'halt' | 'userspace' | 'stop';
 
+/** What one `step` did: entered guest mode, backed out, executed an operation, exited, was kicked, or returned to the host. */
+export type StepResult = 'entered' | 'retry' | 'op' | 'exit' | 'kicked' | Exclude<ExitReason, 'budget'>;
+
+const hex = (v: bigint): string => `0x${v.toString(16)}`;
+
+/** A guest operation in a few words. */
+export function describeOp(op: GuestOp): string {
+  switch (op.k) {
+    case 'access':
+      return `${op.fetch ? 'fetch' : op.write ? 'write' : 'read'}${op.user ? ' (user)' : ''} ${hex(op.gva)}`;
+    case 'mov-cr0':
+    case 'mov-cr4':
+    case 'mov-cr3':
+    case 'wrmsr-efer':
+      return `${op.k} ${hex(op.v)}`;
+    case 'invlpg':
+      return `invlpg ${hex(op.gva)}`;
+    case 'vmentry':
+      return `vmentry (${op.kind}, L2 cr0 ${hex(op.l2.cr0)} cr4 ${hex(op.l2.cr4)})`;
+    default:
+      return op.k;
+  }
+}
+
 export interface VcpuCoreOptions {
   id: number;
   record: VcpuRecord;
@@ -86,6 +110,14 @@ export class VcpuCore implements GuestView {
   private retries = 0;
   /** The checker's edit sequence of the access waiting in a fault exit. */
   private faultSeq = -1;
+  /** In a guest-mode stint (entered, not yet exited): only `step` leaves one open between calls. */
+  private stint = false;
+  /** Start of the current stint, for its trace span. */
+  private tGuest = 0;
+  /** The operation of the last in-guest step. */
+  private lastOp: GuestOp | null = null;
+  /** What the last `step` did, in words (for the simulation's event trace). */
+  lastStep = '';
 
   /** Full 64-bit architectural registers; the MMU holds their low halves. */
   cr0 = 0n;
@@ -148,48 +180,90 @@ export class VcpuCore implements GuestView {
   run(budget: number): ExitReason {
     let done = 0;
     while (done < budget) {
-      const r = this.processRequests();
-      if (r) return this.leave(r);
-      if (this.halted) return this.leave('halt');
-      if (this.shadow) {
-        const load = this.loadMmu();
-        if (load === 'retry') continue;
-        if (load === 'userspace') return this.leave('userspace');
+      if (!this.stint) {
+        const r = this.stepOutside();
+        if (r === 'entered' || r === 'retry') continue;
+        return this.leave(r);
       }
-      if (!this.enterGuest()) continue;
-      const tracer = this.tracer;
-      const tGuest = tracer ? tracer.now() : 0;
-      let exitOp: GuestOp | null = null;
-      let fault: PendingFault | null = null;
-      // In guest mode: accesses run here; anything else is a VM exit.
-      while (done < budget) {
-        if (Atomics.load(this.rec.mode, 0) !== MODE.IN_GUEST) break; // kicked ("IPI")
-        const retry = this.retryOp;
-        const op = retry ?? this.program.next(this);
-        done++;
-        if (!retry) this.count('guestOps');
-        if (runsInGuestMode(op)) {
-          const a = op as Extract<GuestOp, { k: 'access' }>;
-          const seq = this.checker ? this.checker.before() : -1;
-          if (this.shadow) {
-            fault = this.shadow.inGuest(this, a);
-            if (fault) {
-              this.faultSeq = seq;
-              break;
-            }
-          } else if (this.access) this.access.run(this, a);
-          this.accessDone(a, seq);
-        } else {
-          exitOp = op;
-          break;
-        }
-      }
-      this.exitGuest();
-      if (tracer) tracer.guest(tGuest);
-      if (exitOp) this.applyExit(handleExit(this, exitOp));
-      if (fault) this.applyFault(fault);
+      if (this.stepInGuest() !== 'kicked') done++;
     }
+    if (this.stint) this.endStint(null, null);
     return this.leave('budget');
+  }
+
+  /**
+   * One scheduling step of the same loop, for an in-thread host that
+   * interleaves vCPUs (src/sim): outside guest mode, requests + MMU load +
+   * entry attempt; in guest mode, one guest operation — an access that stays
+   * in guest mode, or the VM exit it causes, handled at once. A stint may span
+   * many steps. `lastStep` says what the step did.
+   */
+  step(): StepResult {
+    if (this.stint) {
+      const r = this.stepInGuest();
+      const op = this.lastOp;
+      this.lastStep = r === 'kicked' ? 'kicked out of guest mode' : `${r === 'exit' ? 'exit ' : ''}${op ? describeOp(op) : ''}${this.retries ? ` (fault, retry ${this.retries})` : ''}`;
+      return r;
+    }
+    const r = this.stepOutside();
+    this.lastStep = r === 'entered' ? `entered guest mode (root page ${this.rootPage()})` : r === 'retry' ? 'entry backed out' : r;
+    if (r !== 'entered' && r !== 'retry') this.leave(r);
+    return r;
+  }
+
+  /** Outside guest mode: requests in KVM's order, then kvm_mmu_reload, then the entry with its re-check. */
+  private stepOutside(): Exclude<ExitReason, 'budget'> | 'entered' | 'retry' {
+    const r = this.processRequests();
+    if (r) return r;
+    if (this.halted) return 'halt';
+    if (this.shadow) {
+      const load = this.loadMmu();
+      if (load === 'retry') return 'retry';
+      if (load === 'userspace') return 'userspace';
+    }
+    if (!this.enterGuest()) return 'retry';
+    this.stint = true;
+    this.tGuest = this.tracer ? this.tracer.now() : 0;
+    return 'entered';
+  }
+
+  /** In guest mode: one operation; an access stays in guest mode unless it faults, anything else is a VM exit. */
+  private stepInGuest(): 'op' | 'exit' | 'kicked' {
+    this.lastOp = null;
+    if (Atomics.load(this.rec.mode, 0) !== MODE.IN_GUEST) {
+      // Kicked ("IPI"): leave guest mode without executing anything.
+      this.endStint(null, null);
+      return 'kicked';
+    }
+    const retry = this.retryOp;
+    const op = retry ?? this.program.next(this);
+    this.lastOp = op;
+    if (!retry) this.count('guestOps');
+    if (!runsInGuestMode(op)) {
+      this.endStint(op, null);
+      return 'exit';
+    }
+    const a = op as Extract<GuestOp, { k: 'access' }>;
+    const seq = this.checker ? this.checker.before() : -1;
+    if (this.shadow) {
+      const fault = this.shadow.inGuest(this, a);
+      if (fault) {
+        this.faultSeq = seq;
+        this.endStint(null, fault);
+        return 'exit';
+      }
+    } else if (this.access) this.access.run(this, a);
+    this.accessDone(a, seq);
+    return 'op';
+  }
+
+  /** Leave guest mode, then handle the exit (an exit operation, or an access's page fault) outside it. */
+  private endStint(exitOp: GuestOp | null, fault: PendingFault | null): void {
+    this.exitGuest();
+    this.stint = false;
+    if (this.tracer) this.tracer.guest(this.tGuest);
+    if (exitOp) this.applyExit(handleExit(this, exitOp));
+    if (fault) this.applyFault(fault);
   }
 
   /**
@@ -323,7 +397,7 @@ export class VcpuCore implements GuestView {
   }
 
   /** Requests in vcpu_enter_guest's order. Returns a reason to go back to the host, if any. */
-  private processRequests(): ExitReason | null {
+  private processRequests(): 'stop' | 'userspace' | null {
     const q = this.rec.requests;
     const bits = Atomics.load(q, 0);
     if (bits === 0) return null;
@@ -336,7 +410,7 @@ export class VcpuCore implements GuestView {
   }
 
   /** The pending requests, in vcpu_enter_guest's order (processRequests without the trace). */
-  private handleRequests(q: Int32Array): ExitReason | null {
+  private handleRequests(q: Int32Array): 'stop' | 'userspace' | null {
     if (checkRequest(q, 0, REQ.STOP)) return 'stop';
     if (checkRequest(q, 0, REQ.CPUID_UPDATE)) this.applyPostedCpuid();
     if (checkRequest(q, 0, REQ.PING)) {

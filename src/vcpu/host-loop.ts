@@ -21,6 +21,8 @@ export interface HostLoopOptions {
   throwAfterOps?: number;
   /** Wait for the record's `go` word before the first slice (a VMM creates every vCPU thread before the first KVM_RUN). */
   startPaused?: boolean;
+  /** End the loop once the guest program has issued this many operations (exactly: the last slice is cut to fit). */
+  stopAfterOps?: number;
 }
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -65,7 +67,9 @@ export class HostLoop {
         this.resumeWaiter = null;
         continue;
       }
-      const reason = core.run(opts.batch);
+      const left = opts.stopAfterOps === undefined ? Infinity : opts.stopAfterOps - core.rec.stats[STAT_INDEX.guestOps]!;
+      if (left <= 0) break;
+      const reason = core.run(Math.min(opts.batch, left));
       if (opts.throwAfterOps !== undefined && core.rec.stats[STAT_INDEX.guestOps]! >= opts.throwAfterOps) {
         throw new Error(`vCPU ${core.id}: injected fault after ${core.rec.stats[STAT_INDEX.guestOps]} guest operations`);
       }

@@ -61,6 +61,8 @@ export interface VcpuTask {
   readonly vmRecord?: SharedArrayBuffer;
   /** The VM's trace rings (src/trace): this vCPU writes ring `id`. */
   readonly trace?: TraceRingsHandle;
+  /** The trace clock (ms since the rings' epoch) instead of the wall clock: an in-thread host's step counter. Not structured-clonable: in-thread hosts only. */
+  readonly traceClock?: () => number;
   readonly config: VcpuConfig;
 }
 
@@ -96,7 +98,7 @@ export function startVcpu(task: VcpuTask): StartedVcpu {
   const { config } = task;
   setMutant(config.mutant);
   const memory = task.memoryBuffer ? GuestMemory.attach(task.memoryBuffer) : undefined;
-  const tracer = task.trace ? Tracer.attach(task.trace, task.id) : undefined;
+  const tracer = task.trace ? Tracer.attach(task.trace, task.id, task.traceClock) : undefined;
   const core = new VcpuCore({
     id: task.id,
     record: bindVcpu(task.vcpuBuffer, task.id),

@@ -19,7 +19,7 @@ import { REQ, type RequestDef } from '../vcpu/requests.js';
 import type { VcpuConfig, VcpuTask } from '../vcpu/task.js';
 import { allocateVcpus, bindVcpu, STAT_INDEX, VCPU_STATS, type VcpuRecord, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import type { OpMix } from '../workload/guest-program.js';
-import { buildGuestTables, DEFAULT_GUEST_TABLES, remapEverywhere, type GuestTableSet } from '../workload/guest-tables.js';
+import { buildGuestTables, DEFAULT_GUEST_TABLES, prepareEditTarget, remapEverywhere, type GuestTableSet } from '../workload/guest-tables.js';
 import { DEFAULT_GUEST_MEMORY_BYTES, GuestMemory } from '../memory/guest-memory.js';
 import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, requestAndKick, type AckWait } from './requests.js';
 import { audit, reclaimLimbo, ShadowVm, trackedWrite, vmGauges, vmStats, zapAll, zapAllFast, type ShadowCounters, type ShadowGauges } from '../shadow/index.js';
@@ -101,6 +101,9 @@ export interface ZapAllResult {
   /** Invariant 5 findings taken when the reload wait returned (empty when correct). */
   readonly lostInvalidations: readonly LostInvalidation[];
 }
+
+/** The seed of vCPU `id`'s guest program in a VM seeded with `seed` (the same in every host: threads or simulation). */
+export const programSeed = (seed: number, id: number): number => (seed * 1_000_003 + id) >>> 0;
 
 /** kvm_mmu_calculate_default_mmu_pages: 20 per mille of guest pages, at least KVM_MIN_ALLOC_MMU_PAGES (64). */
 export const defaultMmuPages = (guestPages: number): number => Math.max(64, Math.floor((guestPages * 20) / 1000));
@@ -242,7 +245,7 @@ export class Vm {
       strategy: o.strategy,
       policy: o.policy,
       program: {
-        seed: ((o.seed ?? 1) * 1_000_003 + id) >>> 0,
+        seed: programSeed(o.seed ?? 1, id),
         nestedKind: !host.tdpEnabled ? 'shadow' : host.vendor === 'amd' ? 'npt' : 'ept',
         mix: o.mix,
         tables: this.tables,
@@ -408,10 +411,7 @@ export class Vm {
 
   /** The last guest page of the address spaces, mapped to the first of two frames at the top of memory. */
   private prepareEditTarget(): EditTarget {
-    const top = this.memory.size;
-    const t: EditTarget = { gvaPage: this.tables.pages - 1, frames: [top - 2 * 4096, top - 4096] };
-    remapEverywhere(this.memory, this.tables, BigInt(t.gvaPage) << 12n, BigInt(t.frames[0]));
-    return t;
+    return prepareEditTarget(this.memory, this.tables);
   }
 
   /**

@@ -1,0 +1,71 @@
+/**
+ * Replay tokens: everything that decides a simulated run, in one short
+ * string a user can paste back (`sim --replay TOKEN`):
+ *
+ *   sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<events per mille>
+ *
+ * e.g. `sim1:valid-bit:shadow:3:42:pct3:20000:-:50`. `steps` is the bound
+ * the run had; a failing run's token names the step it failed at, so a
+ * replay stops exactly there.
+ */
+import { isMutantName, type MutantName } from '../check/mutants.js';
+import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
+import type { SchedulerSpec } from './scheduler.js';
+
+export const SIM_HOSTS = ['intel-ept', 'amd-npt', 'shadow'] as const;
+export type SimHost = (typeof SIM_HOSTS)[number];
+
+export interface SimParams {
+  readonly strategy: StrategyName;
+  readonly host: SimHost;
+  readonly vcpus: number;
+  readonly seed: number;
+  readonly scheduler: SchedulerSpec;
+  /** Step bound: the run stops after this many steps (or at the first violation). */
+  readonly steps: number;
+  readonly mutant: MutantName | null;
+  /** Chance, per mille, that a coordinator step starts an action (CPUID change, zap-all, edit, request). */
+  readonly eventRate: number;
+}
+
+export class TokenError extends Error {
+  override name = 'TokenError';
+}
+
+const schedText = (s: SchedulerSpec): string => (s.kind === 'random' ? 'random' : `pct${s.depth}`);
+
+export function encodeToken(p: SimParams): string {
+  return ['sim1', p.strategy, p.host, p.vcpus, p.seed, schedText(p.scheduler), p.steps, p.mutant ?? '-', p.eventRate].join(':');
+}
+
+const int = (text: string, what: string, min: number, max: number): number => {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw new TokenError(`replay token: ${what} must be an integer in ${min}..${max}, got "${text}"`);
+  return n;
+};
+
+export function parseScheduler(text: string): SchedulerSpec {
+  if (text === 'random') return { kind: 'random' };
+  const m = /^pct(\d+)$/.exec(text);
+  if (m && Number(m[1]) >= 1 && Number(m[1]) <= 64) return { kind: 'pct', depth: Number(m[1]) };
+  throw new TokenError(`scheduler must be "random" or "pctD" with D in 1..64 (e.g. pct3), got "${text}"`);
+}
+
+export function decodeToken(token: string): SimParams {
+  const f = token.trim().split(':');
+  if (f.length !== 9 || f[0] !== 'sim1') throw new TokenError(`replay token: expected sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>, got "${token}"`);
+  const [, strategy, host, vcpus, seed, sched, steps, mutant, rate] = f as [string, string, string, string, string, string, string, string, string];
+  if (!(STRATEGY_NAMES as readonly string[]).includes(strategy)) throw new TokenError(`replay token: unknown strategy "${strategy}" (${STRATEGY_NAMES.join(', ')})`);
+  if (!(SIM_HOSTS as readonly string[]).includes(host)) throw new TokenError(`replay token: unknown host "${host}" (${SIM_HOSTS.join(', ')})`);
+  if (mutant !== '-' && !isMutantName(mutant)) throw new TokenError(`replay token: unknown mutant "${mutant}"`);
+  return {
+    strategy: strategy as StrategyName,
+    host: host as SimHost,
+    vcpus: int(vcpus, 'vcpus', 1, 64),
+    seed: int(seed, 'seed', 0, 0xffffffff),
+    scheduler: parseScheduler(sched),
+    steps: int(steps, 'steps', 1, 100_000_000),
+    mutant: mutant === '-' ? null : (mutant as MutantName),
+    eventRate: int(rate, 'event rate', 0, 1000),
+  };
+}

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
 import { DEFAULT_TOUR, runTour, TOUR_HOSTS } from '../workload/role-tour.js';
 import { runChaos } from '../vm/chaos.js';
+import { invariantsOf, sumCounts, sumStats, type InvariantResult } from '../stress/stress.js';
 import { MAX_VCPUS } from '../vm/vm.js';
 import { VCPU_STATS, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import { EXIT, UsageError, useColor } from './io.js';
@@ -32,7 +33,14 @@ export interface RunRow {
   readonly stats: Readonly<Record<VcpuStat, number>>;
   readonly elapsedMs: number;
   readonly findings: readonly { severity: string; invariant: string; vcpu: number; strategy: string; detail: string }[];
+  /** Threaded runs: the eight stress invariants (src/stress), the coordinator's actions and the shadow cache's counters. */
+  readonly invariants?: readonly InvariantResult[];
+  readonly coordinator?: { readonly zapAlls: number; readonly tableEdits: number; readonly reloads: number; readonly flushes: number };
+  readonly shadow?: { readonly pagesCreated: number; readonly zapped: number } | null;
 }
+
+const dash = (v: number | undefined): string => (v === undefined ? '-' : String(v));
+const violations = (r: RunRow, kind: 'latent' | 'observable'): number | undefined => r.invariants?.reduce((a, i) => a + i[kind], 0);
 
 const ROWS: [string, (r: RunRow) => string][] = [
   ['guest operations', (r) => String(r.stats.guestOps)],
@@ -51,6 +59,13 @@ const ROWS: [string, (r: RunRow) => string][] = [
   ['missed rebuilds (observable)', (r) => String(r.stats.missedRebuildObservable)],
   ['invalid-role reads (latent)', (r) => String(r.stats.invalidReadLatent)],
   ['invalid-role reads (observable)', (r) => String(r.stats.invalidReadObservable)],
+  ['shadow pages created', (r) => dash(r.shadow?.pagesCreated)],
+  ['shadow pages zapped', (r) => dash(r.shadow?.zapped)],
+  ['zap-alls', (r) => dash(r.coordinator?.zapAlls)],
+  ['requests sent (reload + flush)', (r) => dash(r.coordinator && r.coordinator.reloads + r.coordinator.flushes)],
+  ['page-table edits', (r) => dash(r.coordinator?.tableEdits)],
+  ['violations, all invariants (latent)', (r) => dash(violations(r, 'latent'))],
+  ['violations, all invariants (observable)', (r) => dash(violations(r, 'observable'))],
   ['operations/s', (r) => String(Math.round(r.stats.guestOps / (r.elapsedMs / 1000)))],
 ];
 
@@ -66,6 +81,31 @@ export function formatTable(results: readonly RunRow[], color: boolean): string 
 
 /** One line saying what the comparison shows, built from the results. */
 export function conclusion(results: readonly RunRow[]): string {
+  return [roleConclusion(results), invariantConclusion(results)].filter(Boolean).join(' ');
+}
+
+/**
+ * Which invariants fail observably under every design (a property of the
+ * protocol, not of the design) and which only under some (a design's own).
+ */
+function invariantConclusion(results: readonly RunRow[]): string {
+  if (!results.every((r) => r.invariants)) return '';
+  const failing = (id: number) => results.filter((r) => r.invariants![id - 1]!.observable > 0).map((r) => r.strategy);
+  const all: string[] = [];
+  const some: string[] = [];
+  for (const inv of results[0]!.invariants!) {
+    const f = failing(inv.id);
+    if (f.length === results.length && results.length > 1) all.push(`${inv.id}. ${inv.name}`);
+    else if (f.length) some.push(`${inv.id}. ${inv.name} under ${f.join(', ')}`);
+  }
+  const parts: string[] = [];
+  if (some.length) parts.push(`Invariants that separate the designs: ${some.join('; ')}.`);
+  if (all.length) parts.push(`Failing under every design alike (the legacy CPUID policy itself, e.g. guest_mmu left stale while L2 runs): ${all.join('; ')}.`);
+  if (!parts.length) parts.push('No invariant failed observably.');
+  return parts.join(' ');
+}
+
+function roleConclusion(results: readonly RunRow[]): string {
   const observable = (r: RunRow) => r.stats.missedRebuildObservable + r.stats.invalidReadObservable;
   const latent = (r: RunRow) => r.stats.missedRebuildLatent + r.stats.invalidReadLatent;
   const parts: string[] = [];
@@ -201,13 +241,20 @@ async function runThreaded(strategy: StrategyName, vcpus: number, seconds: numbe
       ),
   );
   if (trace && !trace.quiet) for (const r of runs) for (const f of r.traceFiles) process.stderr.write(`trace written: ${f}\n`);
-  const stats = Object.fromEntries(VCPU_STATS.map((k) => [k, runs.reduce((s, r) => s + r.stats[k], 0)])) as Record<VcpuStat, number>;
+  const stats = sumStats(runs.map((r) => r.stats));
+  const coordinator = sumCounts(runs.map((r) => r.coordinator));
+  const crashed = Object.fromEntries(runs.flatMap((r, i) => Object.entries(r.dead).map(([id, why]) => [`${flavourNames[i]}/${id}`, why])));
+  const lost = runs.reduce((a, r) => a + r.coordinator.lost.length, 0);
+  const shadows = runs.map((r) => r.shadow).filter((x) => x !== null);
   return {
     strategy,
-    cpuidBroadcasts: runs.reduce((s, r) => s + r.cpuidBroadcasts, 0),
+    cpuidBroadcasts: coordinator.cpuidBroadcasts,
     stats,
     elapsedMs: Math.max(...runs.map((r) => r.elapsedMs)),
     findings: runs.flatMap((r) => r.findings),
+    invariants: invariantsOf(stats, { waitsChecked: coordinator.waitsChecked, lost }, crashed, runs.reduce((a, r) => a + r.teardown.length, 0), runs.length),
+    coordinator,
+    shadow: shadows.length ? { pagesCreated: shadows.reduce((a, x) => a + x.pagesCreated, 0), zapped: shadows.reduce((a, x) => a + x.zapped, 0) } : null,
   };
 }
 

@@ -17,7 +17,7 @@ import type { CpuidPolicy } from '../vcpu/core.js';
 import { VCPU_STATS, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import { Vm } from '../vm/vm.js';
 import { TOUR_HOSTS } from '../workload/role-tour.js';
-import { coordinate, type CoordinatorCounts } from './coordinator.js';
+import { chaos, collectRun, type ChaosResult, type CoordinatorCounts } from '../vm/chaos.js';
 import type { OpMix } from '../workload/guest-program.js';
 
 export type HostFlavour = keyof typeof TOUR_HOSTS;
@@ -89,12 +89,9 @@ export const INVARIANT_NAMES = [
 
 const FINDINGS_PER_VM = 12;
 
-interface VmRun {
+interface VmRun extends Pick<ChaosResult, 'findings' | 'stats' | 'shadow' | 'teardown' | 'dead'> {
   flavour: HostFlavour;
-  vm: Vm;
   counts: CoordinatorCounts;
-  findings: FindingWire[];
-  teardown: string[];
 }
 
 /** One strategy: three VMs side by side, the coordinator on each, then collection and teardown. */
@@ -132,82 +129,75 @@ export async function stressStrategy(o: StressOptions, strategy: StrategyName, i
     for (const vm of vms) vm.start();
     let counts: CoordinatorCounts[];
     try {
-      counts = await Promise.all(vms.map((vm, i) => coordinate(vm, { seed: plan[i]!.seed, actionEveryMs: o.actionEveryMs ?? 20, running })));
+      counts = await Promise.all(vms.map((vm, i) => chaos(vm, { seed: plan[i]!.seed, actionEveryMs: o.actionEveryMs ?? 20, running })));
     } finally {
       clearInterval(timer);
     }
     const elapsedMs = performance.now() - t0;
     const runs: VmRun[] = [];
-    for (let i = 0; i < vms.length; i++) runs.push(await collect(plan[i]!.flavour, vms[i]!, counts[i]!));
+    for (let i = 0; i < vms.length; i++) {
+      const r = await collectRun(vms[i]!, counts[i]!, strategy, 3);
+      const flavour = plan[i]!.flavour;
+      runs.push({ ...r, flavour, counts: counts[i]!, findings: r.findings.slice(0, FINDINGS_PER_VM).map((f) => ({ ...f, detail: `${flavour}: ${f.detail}` })) });
+    }
     return summarise(strategy, o.vcpus, elapsedMs, runs);
   } finally {
     for (const vm of vms) await vm.destroy();
   }
 }
 
-/** Findings from every live vCPU, then teardown (root counts, free pages, audit). */
-async function collect(flavour: HostFlavour, vm: Vm, counts: CoordinatorCounts): Promise<VmRun> {
-  const findings: FindingWire[] = counts.lost.slice(0, FINDINGS_PER_VM).map((l) => ({
-    invariant: 'no-lost-invalidation',
-    severity: 'observable',
-    strategy: vm.options.strategy,
-    vcpu: l.vcpu,
-    mmu: flavour,
-    op: 0,
-    detail: `${flavour}: ${l.detail}`,
-  }));
-  for (let id = 0; id < vm.vcpus; id++) {
-    if (vm.dead.has(id)) continue;
-    const f = await vm.call(id, 'findings');
-    if (f.ok) findings.push(...f.value.slice(0, 3).map((x) => ({ ...x, detail: `${flavour}: ${x.detail}` })));
-  }
-  await vm.destroy();
-  const teardown: string[] = [];
-  const t = vm.shadowTeardown;
-  if (t) {
-    for (const [page, n] of t.rootsLeft) teardown.push(`page ${page} still has ${n} root reference(s) after every vCPU stopped`);
-    teardown.push(...t.audit);
-    if (t.freePages !== t.capacity) teardown.push(`${t.capacity - t.freePages} of ${t.capacity} pages not free after teardown`);
-  }
-  return { flavour, vm, counts, findings: findings.slice(0, FINDINGS_PER_VM), teardown };
+function summarise(strategy: StrategyName, vcpus: number, elapsedMs: number, runs: VmRun[]): StressResult {
+  const stats = sumStats(runs.map((r) => r.stats));
+  const coordinator = sumCounts(runs.map((r) => r.counts));
+  const crashed: Record<string, string> = {};
+  for (const r of runs) for (const [id, why] of Object.entries(r.dead)) crashed[`${r.flavour}/${id}`] = why;
+  const teardown = runs.flatMap((r) => r.teardown.map((t) => `${r.flavour}: ${t}`));
+  const shadowRuns = runs.map((r) => r.shadow).filter((x): x is ShadowCounters => x !== null);
+  const shadow = shadowRuns.length ? (Object.fromEntries(Object.keys(shadowRuns[0]!).map((k) => [k, shadowRuns.reduce((a, s) => a + s[k as keyof ShadowCounters], 0)])) as ShadowCounters) : null;
+  const lost = runs.reduce((a, r) => a + r.counts.lost.length, 0);
+  const invariants = invariantsOf(stats, { waitsChecked: coordinator.waitsChecked, lost }, crashed, teardown.length, runs.length);
+  const findings: FindingWire[] = runs.flatMap((r) => r.findings);
+  for (const [k, why] of Object.entries(crashed)) findings.push({ invariant: why.includes('kvm_mmu_get_page') ? 'shadow-sharing' : 'no-use-after-free', severity: 'observable', strategy, vcpu: Number(k.split('/')[1]), mmu: k.split('/')[0]!, op: 0, detail: `vCPU thread ${k} died: ${why}` });
+  for (const t of teardown.slice(0, 5)) findings.push({ invariant: 'no-use-after-free', severity: 'observable', strategy, vcpu: -1, mmu: '', op: 0, detail: t });
+  return { strategy, vcpus, elapsedMs, guestOps: stats.guestOps, invariants, stats, shadow, coordinator, findings, crashed };
 }
 
-function summarise(strategy: StrategyName, vcpus: number, elapsedMs: number, runs: VmRun[]): StressResult {
-  const s = Object.fromEntries(VCPU_STATS.map((k) => [k, runs.reduce((a, r) => a + r.vm.totals()[k], 0)])) as Record<VcpuStat, number>;
-  const c = runs.reduce(
-    (a, r) => {
-      for (const k of Object.keys(a) as (keyof typeof a)[]) a[k] += r.counts[k];
-      return a;
-    },
-    { cpuidBroadcasts: 0, cpuidRefused: 0, zapAlls: 0, tableEdits: 0, reloads: 0, flushes: 0, waitsChecked: 0 },
-  );
-  const lost = runs.reduce((a, r) => a + r.counts.lost.length, 0);
-  const crashed: Record<string, string> = {};
-  for (const r of runs) for (const [id, why] of r.vm.dead) crashed[`${r.flavour}/${id}`] = why;
-  const teardown = runs.flatMap((r) => r.teardown.map((t) => `${r.flavour}: ${t}`));
-  const shadowRuns = runs.filter((r) => r.vm.shadowTeardown);
-  const shadow = shadowRuns.length
-    ? (Object.fromEntries(Object.keys(shadowRuns[0]!.vm.shadowTeardown!.stats).map((k) => [k, shadowRuns.reduce((a, r) => a + r.vm.shadowTeardown!.stats[k as keyof ShadowCounters], 0)])) as ShadowCounters)
-    : null;
-  // A dead worker is a failed assertion of the cache: a lookup that handed out a page of another role
-  // (prove mode, invariant 3), or a memory-safety failure (arena assertion, bad index, any crash: invariant 4).
+/** vCPU counters summed over VMs. */
+export const sumStats = (all: readonly Readonly<Record<VcpuStat, number>>[]): Record<VcpuStat, number> =>
+  Object.fromEntries(VCPU_STATS.map((k) => [k, all.reduce((a, s) => a + s[k], 0)])) as Record<VcpuStat, number>;
+
+/** Coordinator counts summed over VMs (the lost-invalidation findings left out). */
+export function sumCounts(all: readonly CoordinatorCounts[]): Omit<CoordinatorCounts, 'lost'> {
+  const c = { cpuidBroadcasts: 0, cpuidRefused: 0, zapAlls: 0, tableEdits: 0, reloads: 0, flushes: 0, waitsChecked: 0 };
+  for (const x of all) for (const k of Object.keys(c) as (keyof typeof c)[]) c[k] += x[k];
+  return c;
+}
+
+/**
+ * The eight invariants from the counters: vCPU checkers (1-4, 6), role
+ * checker (7, 8), coordinator (5), teardown and dead threads (4; a prove-mode
+ * lookup assertion, "kvm_mmu_get_page", is invariant 3).
+ */
+export function invariantsOf(
+  s: Readonly<Record<VcpuStat, number>>,
+  c: { waitsChecked: number; lost: number },
+  crashed: Readonly<Record<string, string>>,
+  teardownProblems: number,
+  vms: number,
+): InvariantResult[] {
   const lookupCrashes = Object.values(crashed).filter((why) => why.includes('kvm_mmu_get_page')).length;
   const crashes = Object.keys(crashed).length - lookupCrashes;
   const inv = (id: number, checked: number, latent: number, observable: number): InvariantResult => ({ id, name: INVARIANT_NAMES[id - 1]!, checked, latent, observable });
-  const invariants = [
+  return [
     inv(1, s.freshChecks, s.freshLatent, s.freshObservable),
     inv(2, s.accessChecks, 0, s.accessMismatches),
     inv(3, s.freshChecks, 0, s.sharingViolations + lookupCrashes),
-    inv(4, s.freshChecks + runs.length, 0, s.useAfterFree + teardown.length + crashes),
-    inv(5, c.waitsChecked, 0, lost),
+    inv(4, s.freshChecks + vms, 0, s.useAfterFree + teardownProblems + crashes),
+    inv(5, c.waitsChecked, 0, c.lost),
     inv(6, s.tlbChecks, 0, s.staleTranslations),
     inv(7, s.invalidations, s.invalidReadLatent, s.invalidReadObservable),
     inv(8, s.invalidations, s.missedRebuildLatent, s.missedRebuildObservable),
   ];
-  const findings: FindingWire[] = runs.flatMap((r) => r.findings);
-  for (const [k, why] of Object.entries(crashed)) findings.push({ invariant: why.includes('kvm_mmu_get_page') ? 'shadow-sharing' : 'no-use-after-free', severity: 'observable', strategy, vcpu: Number(k.split('/')[1]), mmu: k.split('/')[0]!, op: 0, detail: `vCPU thread ${k} died: ${why}` });
-  for (const t of teardown.slice(0, 5)) findings.push({ invariant: 'no-use-after-free', severity: 'observable', strategy, vcpu: -1, mmu: '', op: 0, detail: t });
-  return { strategy, vcpus, elapsedMs, guestOps: s.guestOps, invariants, stats: s, shadow, coordinator: c, findings, crashed };
 }
 
 /** Every strategy in turn (each with its own VMs). */

@@ -1,16 +1,22 @@
 /**
- * A seeded chaos coordinator for a running VM: at random moments it changes
- * CPUID on every vCPU through shared memory (legacy policy: applied while
- * running) and sends TLB-flush and MMU-reload requests, waiting or not. It
- * runs for a fixed time, then collects statistics and checker findings.
+ * The seeded chaos coordinator (the VMM of `run` and `stress`): against a
+ * running VM, at random moments, it changes CPUID on every vCPU (MAXPHYADDR,
+ * NX, GBPAGES, PKU, LA57, vendor; applied while running under the legacy
+ * policy, refused under strict), zaps all shadow pages, edits the guest page
+ * tables (the invariant-6 edit target) and sends TLB-flush and MMU-reload
+ * requests, waiting or not. Every waiting request is checked the moment it
+ * returns for invariant 5 (src/check/lost-invalidation.ts). `runChaos` runs
+ * one VM for a fixed time, then collects statistics, findings and teardown.
  */
 import type { StrategyName } from '../mmu/strategies.js';
 import type { FindingWire } from '../rpc/protocol.js';
+import { checkAfterWait, nextRequestSeqs, type LostInvalidation } from '../check/lost-invalidation.js';
 import { REQ } from '../vcpu/requests.js';
 import type { VcpuStat } from '../vcpu/vcpu-layout.js';
 import { randomCpuid } from '../workload/random-cpuid.js';
 import { Rng } from '../workload/rng.js';
 import { Vm, type VmOptions, type WriteTraceOptions } from './vm.js';
+import type { ShadowCounters } from '../shadow/index.js';
 
 export interface ChaosOptions {
   /** How long the vCPUs run (ms). */
@@ -29,9 +35,12 @@ export interface ChaosResult {
   readonly strategy: StrategyName;
   readonly vcpus: number;
   readonly elapsedMs: number;
-  readonly cpuidBroadcasts: number;
-  readonly requests: number;
+  readonly coordinator: CoordinatorCounts;
   readonly stats: Record<VcpuStat, number>;
+  /** Shadow-cache counters after teardown (null without a cache or when a vCPU died). */
+  readonly shadow: ShadowCounters | null;
+  /** Teardown problems: roots left, pages not free, audit violations. */
+  readonly teardown: string[];
   readonly findings: FindingWire[];
   readonly dead: Record<number, string>;
   /** The trace files written (ChaosOptions.traceOut). */
@@ -40,48 +49,98 @@ export interface ChaosResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Drive a VM that is already running. */
-export async function chaos(vm: Vm, opts: ChaosOptions): Promise<Pick<ChaosResult, 'cpuidBroadcasts' | 'requests' | 'elapsedMs'>> {
-  const rng = new Rng(opts.seed);
-  let cpuidBroadcasts = 0;
-  let requests = 0;
-  const t0 = performance.now();
-  while (performance.now() - t0 < opts.durationMs) {
-    await sleep(rng.int(2 * opts.actionEveryMs) + 1);
-    switch (rng.int(4)) {
-      case 0:
-      case 1:
-        await vm.broadcastCpuid(randomCpuid(rng));
-        cpuidBroadcasts++;
-        break;
-      case 2:
-        await vm.makeAllCpusRequest(REQ.TLB_FLUSH, { wait: rng.chance(0.5) });
-        requests++;
-        break;
-      default:
-        await vm.makeAllCpusRequest(REQ.MMU_RELOAD, { wait: rng.chance(0.5) });
-        requests++;
-        break;
+export interface CoordinatorOptions {
+  seed: number;
+  /** Mean time between actions (ms). */
+  actionEveryMs: number;
+  /** Keep going while this says so (checked before every action). */
+  running: () => boolean;
+}
+
+export interface CoordinatorCounts {
+  cpuidBroadcasts: number;
+  cpuidRefused: number;
+  zapAlls: number;
+  tableEdits: number;
+  reloads: number;
+  flushes: number;
+  /** Waiting requests checked for invariant 5 (zap-alls included). */
+  waitsChecked: number;
+  lost: LostInvalidation[];
+}
+
+/** Drive a VM that is already running, until `running()` says stop. */
+export async function chaos(vm: Vm, o: CoordinatorOptions): Promise<CoordinatorCounts> {
+  const rng = new Rng(o.seed);
+  const c: CoordinatorCounts = { cpuidBroadcasts: 0, cpuidRefused: 0, zapAlls: 0, tableEdits: 0, reloads: 0, flushes: 0, waitsChecked: 0, lost: [] };
+  while (o.running()) {
+    await sleep(rng.int(2 * o.actionEveryMs) + 1);
+    if (!o.running()) break;
+    const pick = rng.int(10);
+    if (pick < 3) {
+      const r = await vm.broadcastCpuid(randomCpuid(rng, { features: true }));
+      c.cpuidBroadcasts++;
+      c.cpuidRefused += r.refused.length;
+    } else if (pick < 5 && vm.shadow) {
+      // Watch 2 ms after the wait: vCPUs that re-enter must do so on new roots.
+      const z = await vm.zapAllFast({ watchMs: 2 });
+      c.zapAlls++;
+      c.waitsChecked++;
+      c.lost.push(...z.lostInvalidations);
+    } else if (pick < 7 && vm.editTarget) {
+      vm.flipEditTarget();
+      c.tableEdits++;
+    } else {
+      const reload = rng.chance(0.5);
+      const wait = rng.chance(0.5);
+      const seq = nextRequestSeqs(vm.records);
+      await vm.makeAllCpusRequest(reload ? REQ.MMU_RELOAD : REQ.TLB_FLUSH, { wait });
+      if (reload) c.reloads++;
+      else c.flushes++;
+      if (wait) {
+        c.waitsChecked++;
+        c.lost.push(...checkAfterWait(vm.records, vm.records.keys(), seq));
+      }
     }
   }
-  return { cpuidBroadcasts, requests, elapsedMs: performance.now() - t0 };
+  return c;
+}
+
+/**
+ * After the coordinator stopped: the first findings of every live vCPU (and
+ * the coordinator's invariant-5 findings), then teardown — every root given
+ * back, every page free, the audit clean — and the counters.
+ */
+export async function collectRun(vm: Vm, c: CoordinatorCounts, strategy: StrategyName, perVcpu = 5): Promise<Pick<ChaosResult, 'findings' | 'stats' | 'shadow' | 'teardown' | 'dead'>> {
+  const findings: FindingWire[] = c.lost.slice(0, perVcpu).map((l) => ({ invariant: 'no-lost-invalidation', severity: 'observable', strategy, vcpu: l.vcpu, mmu: '', op: 0, detail: l.detail }));
+  for (let id = 0; id < vm.vcpus; id++) {
+    if (vm.dead.has(id)) continue;
+    const f = await vm.call(id, 'findings');
+    if (f.ok) findings.push(...f.value.slice(0, perVcpu));
+  }
+  const stats = await vm.destroy();
+  const t = vm.shadowTeardown;
+  const teardown = t
+    ? [
+        ...[...t.rootsLeft].map(([p, n]) => `page ${p} still has ${n} root reference(s) after every vCPU stopped`),
+        ...t.audit,
+        ...(t.freePages !== t.capacity ? [`${t.capacity - t.freePages} of ${t.capacity} pages not free after teardown`] : []),
+      ]
+    : [];
+  return { findings, stats, shadow: t?.stats ?? null, teardown, dead: Object.fromEntries(vm.dead) };
 }
 
 /** Create a VM with checking on, run the chaos coordinator against it, tear it down. */
 export async function runChaos(vmOpts: VmOptions & { strategy: StrategyName }, opts: ChaosOptions): Promise<ChaosResult> {
   const trace = opts.traceOut ? (vmOpts.trace ?? {}) : vmOpts.trace;
-  const vm = await Vm.create({ policy: 'legacy', check: true, seed: opts.seed, ...vmOpts, trace });
+  const vm = await Vm.create({ policy: 'legacy', check: true, seed: opts.seed, editTarget: true, ...vmOpts, trace });
   try {
-    const c = await chaos(vm, opts);
-    const findings: FindingWire[] = [];
-    for (let id = 0; id < vm.vcpus; id++) {
-      if (vm.dead.has(id)) continue;
-      const f = await vm.call(id, 'findings');
-      if (f.ok) findings.push(...f.value.slice(0, 5));
-    }
-    const stats = await vm.destroy();
-    const traceFiles = opts.traceOut ? vm.writeTrace(opts.traceOut) : [];
-    return { strategy: vmOpts.strategy, vcpus: vm.vcpus, ...c, stats, findings, dead: Object.fromEntries(vm.dead), traceFiles };
+    const t0 = performance.now();
+    const c = await chaos(vm, { seed: opts.seed, actionEveryMs: opts.actionEveryMs, running: () => performance.now() - t0 < opts.durationMs && vm.dead.size === 0 });
+    const elapsedMs = performance.now() - t0;
+    const traceOut = opts.traceOut;
+    const r = await collectRun(vm, c, vmOpts.strategy);
+    return { ...r, strategy: vmOpts.strategy, vcpus: vm.vcpus, elapsedMs, coordinator: c, traceFiles: traceOut ? vm.writeTrace(traceOut) : [] };
   } finally {
     await vm.destroy();
   }

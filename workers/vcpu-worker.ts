@@ -14,6 +14,8 @@ export default async function runVcpu(task: VcpuTask & { port: MessagePort }): P
   try {
     await loop.loop();
   } finally {
+    // Let a reply in flight (e.g. to the `stop` call that ended the loop) leave before the port closes.
+    await new Promise((resolve) => setImmediate(resolve));
     task.port.close();
   }
   return { id: task.id, guestOps: core.rec.stats[0]! };

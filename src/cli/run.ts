@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
 import { DEFAULT_TOUR, runTour, TOUR_HOSTS } from '../workload/role-tour.js';
 import { runChaos } from '../vm/chaos.js';
+import { traceFileName } from '../trace/files.js';
 import { invariantsOf, sumCounts, sumStats, type InvariantResult } from '../stress/stress.js';
 import { MAX_VCPUS } from '../vm/vm.js';
 import { VCPU_STATS, type VcpuStat } from '../vcpu/vcpu-layout.js';
@@ -15,7 +16,6 @@ import { parseStrategy } from './role.js';
 import { loadScenario, ScenarioError } from '../scenario/load.js';
 import { runScenario } from '../scenario/runner.js';
 import { eventSummary } from '../scenario/report.js';
-import { extname } from 'node:path';
 import { DEFAULT_RING_CAPACITY, MAX_RING_CAPACITY, MAX_TRACE_BYTES, traceRingsBytes } from '../trace/ring.js';
 
 function positiveInt(flag: string, max: number) {
@@ -154,7 +154,7 @@ export function registerRun(program: Command): void {
     )
     .action(async (opts: RunOptions, cmd: Command) => {
       const trace = traceOptions(cmd);
-      if (opts.scenario !== undefined) return runScenarioFile(opts, opts.scenario, cmd);
+      if (opts.scenario !== undefined) return runScenarioFile(opts, opts.scenario, cmd, trace);
       if (opts.durationMs !== undefined) throw new UsageError('--duration-ms: only with --scenario (use --seconds for the built-in scenario)');
       const names: StrategyName[] = opts.strategy === 'all' ? [...STRATEGY_NAMES] : [parseStrategy(opts.strategy).name];
       const results: RunRow[] = [];
@@ -188,7 +188,7 @@ export function registerRun(program: Command): void {
 type RunOptions = { strategy: string; vcpus: number; seconds: number; inThread?: boolean; ops: number; seed: number; json?: boolean; scenario?: string; durationMs?: number };
 
 /** `run --scenario FILE`: load and validate the file, run it, print like the built-in scenario. */
-async function runScenarioFile(opts: RunOptions, file: string, cmd: Command): Promise<void> {
+async function runScenarioFile(opts: RunOptions, file: string, cmd: Command, trace?: TraceCli): Promise<void> {
   const fromCli = (key: string) => cmd.getOptionValueSource(key) === 'cli';
   const clash = (['vcpus', 'seconds', 'inThread', 'ops'] as const).filter(fromCli);
   if (clash.length) {
@@ -203,6 +203,8 @@ async function runScenarioFile(opts: RunOptions, file: string, cmd: Command): Pr
       strategies: fromCli('strategy') && opts.strategy !== 'all' ? [parseStrategy(opts.strategy).name] : undefined,
       seed: fromCli('seed') ? opts.seed : undefined,
       progress: opts.json ? undefined : (line) => process.stderr.write(line + '\n'),
+      trace: trace && { chrome: trace.chrome, ftrace: trace.ftrace, capacity: trace.capacity },
+      traceWritten: trace?.quiet ? undefined : (f) => process.stderr.write(`trace written: ${f}\n`),
     });
     if (opts.json) {
       const { events, vcpuSetup, ...summary } = scenario;
@@ -276,7 +278,6 @@ function traceOptions(cmd: Command): TraceCli | undefined {
   }
   const flag = o.trace !== undefined ? '--trace' : '--ftrace';
   if (o.inThread) throw new UsageError(`${flag}: traces come from the threaded run (one worker thread per vCPU); drop --in-thread`);
-  if (o.scenario !== undefined) throw new UsageError(`${flag}: not available with --scenario yet; trace the built-in scenario`);
   if (o.trace !== undefined && o.trace === o.ftrace) throw new UsageError(`--trace and --ftrace: two different files, got "${o.trace}" twice`);
   // The largest VM of the run (the vCPUs are split over the three host flavours) must fit MAX_TRACE_BYTES.
   const capacity = o.traceEvents ?? DEFAULT_RING_CAPACITY;
@@ -287,11 +288,6 @@ function traceOptions(cmd: Command): TraceCli | undefined {
   return { chrome: o.trace, ftrace: o.ftrace, capacity: o.traceEvents, quiet: !!o.json };
 }
 
-/** FILE with `.STRATEGY.FLAVOUR` inserted before its extension (run.json → run.valid-bit.intel-ept.json): one file per VM. */
-export function traceFileName(file: string, strategy: string, flavour: string): string {
-  const ext = extname(file);
-  return `${file.slice(0, file.length - ext.length)}.${strategy}.${flavour}${ext}`;
-}
 
 /** What one VM of the run writes. */
 function traceOut(t: TraceCli, strategy: StrategyName, flavour: string) {

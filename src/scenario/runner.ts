@@ -11,6 +11,7 @@ import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
 import type { FindingWire } from '../rpc/protocol.js';
 import type { VcpuStat } from '../vcpu/vcpu-layout.js';
 import { VCPU_STATS } from '../vcpu/vcpu-layout.js';
+import { traceFileName } from '../trace/files.js';
 import { Vm } from '../vm/vm.js';
 import { TOUR_HOSTS } from '../workload/role-tour.js';
 import { applyPatch, regsWire, runEvent, type EventOutcome, type EventTarget } from './events.js';
@@ -32,6 +33,10 @@ export interface RunScenarioOptions {
   pollMs?: number;
   /** Deadline for control-plane calls and broadcasts (ms; Vm default otherwise). */
   deadlineMs?: number;
+  /** Record traces (docs/traces.md): one file per VM, FILE with `.STRATEGY.FLAVOUR` inserted. */
+  trace?: { readonly chrome?: string; readonly ftrace?: string; readonly capacity?: number };
+  /** Told each trace file written. */
+  traceWritten?: (file: string) => void;
 }
 
 /** One strategy's results: a RunRow (src/cli/run.ts) plus what the events did. */
@@ -112,18 +117,17 @@ async function runOnHost(s: Scenario, strategy: StrategyName, host: HostFlavour,
     seed: opts.seed ?? s.seed,
     mix: s.mix,
     memoryBytes: s.memoryBytes,
-    // The role checker has one level: 'sampled' checks everything too (docs/scenarios.md).
-    check: s.check !== 'off',
+    check: s.check,
     startPaused: true,
+    trace: opts.trace && { capacity: opts.trace.capacity },
     ...(opts.deadlineMs !== undefined ? { deadlineMs: opts.deadlineMs } : {}),
   });
   const target: EventTarget = { vm, cpuid: Array.from({ length: s.vcpus }, () => base), paused: false, cpuidBroadcasts: 0 };
   let timeline: Awaited<ReturnType<typeof runTimeline>>;
   let findings: FindingWire[];
   try {
-    // Hold every vCPU over the control plane too: a control call's kick also ends
-    // the wait for the `go` word (src/vcpu/host-loop.ts waitForGo), and the setup
-    // calls below must find each vCPU before its first KVM_RUN.
+    // Hold every vCPU over the control plane too, so the setup calls below find each one
+    // outside its run loop before its first KVM_RUN (the `go` word holds it as well).
     await vm.pauseAll();
     await setUpVcpus(s, target, base, opts.source ?? s.name);
     timeline = await runTimeline(s, target, host, durationMs, opts.pollMs ?? 2);
@@ -133,6 +137,16 @@ async function runOnHost(s: Scenario, strategy: StrategyName, host: HostFlavour,
     throw e;
   }
   const stats = await shutDown(vm);
+  const t = opts.trace;
+  if (t) {
+    const files = vm.writeTrace({
+      chrome: t.chrome === undefined ? undefined : traceFileName(t.chrome, strategy, host),
+      ftrace: t.ftrace === undefined ? undefined : traceFileName(t.ftrace, strategy, host),
+      processName: `kvm-mmu-emu VM (${strategy}, ${host})`,
+      metadata: { scenario: s.name, flavour: host },
+    });
+    for (const f of files) opts.traceWritten?.(f);
+  }
   const dead = Object.fromEntries([...vm.dead].map(([id, why]) => [`${host}/${id}`, why]));
   return { host, stats, elapsedMs: timeline.elapsedMs, cpuidBroadcasts: target.cpuidBroadcasts, findings, events: timeline.outcomes, dead };
 }

@@ -5,7 +5,7 @@
  * naming the field, never a stack trace.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -135,4 +135,20 @@ describe('run --scenario with bad input: exit 2, one line per problem, no stack 
     expect(lines[1]).toMatch(/many\.json: host: /);
     expect(lines[2]).toMatch(/many\.json: events\[0\]\.atMs: missing: give exactly one of "atMs"/);
   });
+});
+
+describe('run --scenario with traces', () => {
+  it('writes one Chrome trace and one kvmmmu text per VM, named by strategy and host flavour', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'scenario-trace-'));
+    const r = await run(['run', '--scenario', 'examples/scenario-tour.json', '--duration-ms', '400', '--strategy', 'valid-bit', '--trace', join(dir, 't.json'), '--ftrace', join(dir, 't.txt')]);
+    expect(r.code, r.err).toBe(0);
+    const chrome = readdirSync(dir).filter((f) => f.endsWith('.json'));
+    expect(chrome.length).toBeGreaterThan(0);
+    for (const f of chrome) {
+      expect(f).toMatch(/^t\.valid-bit\.[a-z-]+\.json$/);
+      const doc = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { traceEvents: { name: string; ph: string; ts: number }[] };
+      expect(doc.traceEvents.some((e) => e.name === 'guest' && e.ph === 'X')).toBe(true);
+    }
+    expect(readdirSync(dir).some((f) => f.endsWith('.txt'))).toBe(true);
+  }, 120_000);
 });

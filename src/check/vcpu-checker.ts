@@ -30,7 +30,7 @@ import { GuestWalker, nestedTdp, type WalkRoot } from '../paging/walker-state.js
 import { PR } from '../role/page-role.js';
 import { PAGE_STATE, type ShadowVm } from '../shadow/index.js';
 import type { FindingWire } from '../rpc/protocol.js';
-import type { VcpuStat } from '../vcpu/vcpu-layout.js';
+import { CHECK_STATS } from '../vcpu/vcpu-layout.js';
 import { expectedFrame, type EditTarget, type VmRecord } from '../vm/vm-layout.js';
 import type { AccessOutcome } from '../vcpu/shadow-mmu.js';
 
@@ -51,18 +51,7 @@ export interface CheckedVcpu {
   rootPage(): number;
 }
 
-export const VCPU_CHECK_STATS = [
-  'freshChecks',
-  'freshLatent',
-  'freshObservable',
-  'accessChecks',
-  'accessSkipped',
-  'accessMismatches',
-  'sharingViolations',
-  'useAfterFree',
-  'tlbChecks',
-  'staleTranslations',
-] as const satisfies readonly VcpuStat[];
+export const VCPU_CHECK_STATS = CHECK_STATS;
 export type VcpuCheckStat = (typeof VCPU_CHECK_STATS)[number];
 
 export interface VcpuCheckerOptions {

@@ -8,6 +8,20 @@
 import { CPUID_WORDS } from '../cpuid/shared.js';
 import { allocate, bindRecord, defineLayout, type RecordView } from '../layout/layout.js';
 
+/** The stress checker's counters (src/check/vcpu-checker.ts), published with the others. */
+export const CHECK_STATS = [
+  'freshChecks',
+  'freshLatent',
+  'freshObservable',
+  'accessChecks',
+  'accessSkipped',
+  'accessMismatches',
+  'sharingViolations',
+  'useAfterFree',
+  'tlbChecks',
+  'staleTranslations',
+] as const;
+
 /** Counters published by the owner at every exit to the host loop. */
 export const VCPU_STATS = [
   'guestOps',
@@ -39,16 +53,7 @@ export const VCPU_STATS = [
   'mmuLoadFailures',
   'tripleFaults',
   // Stress invariants checked in the vCPU (src/check/vcpu-checker.ts), when checking is on.
-  'freshChecks',
-  'freshLatent',
-  'freshObservable',
-  'accessChecks',
-  'accessSkipped',
-  'accessMismatches',
-  'sharingViolations',
-  'useAfterFree',
-  'tlbChecks',
-  'staleTranslations',
+  ...CHECK_STATS,
   // Role checker counts (src/check/role-checker.ts), when checking is on.
   'invalidations',
   'missedRebuildLatent',

@@ -8,7 +8,7 @@ import { isMutantName, MUTANT_NAMES, type MutantName } from '../check/mutants.js
 import { STRATEGY_NAMES } from '../mmu/strategies.js';
 import { hunt, shrink } from '../sim/hunt.js';
 import { simulate, type SimResult } from '../sim/sim.js';
-import { decodeToken, parseScheduler, SIM_HOSTS, TokenError, type SimHost, type SimParams } from '../sim/token.js';
+import { decodeToken, parseIgnore, parseScheduler, SIM_HOSTS, SIM_INVARIANTS, TokenError, type SimHost, type SimParams } from '../sim/token.js';
 import { writeChromeTrace, writeFtrace } from '../trace/index.js';
 import { STRATEGIES } from '../mmu/strategies.js';
 import { EXIT, UsageError } from './io.js';
@@ -31,6 +31,7 @@ interface SimCliOptions {
   steps: number;
   eventRate: number;
   mutant?: string;
+  ignore?: string;
   schedules: number;
   replay?: string;
   shrink?: boolean;
@@ -61,7 +62,13 @@ function paramsOf(o: SimCliOptions): SimParams {
   } catch (e) {
     throw new UsageError(`--scheduler: ${(e as Error).message}`);
   }
-  return { strategy: parseStrategy(o.strategy).name, host: o.host as SimHost, vcpus: o.vcpus, seed: o.seed, scheduler, steps: o.steps, mutant, eventRate: o.eventRate };
+  let ignore: SimParams['ignore'] = [];
+  try {
+    ignore = o.ignore === undefined ? [] : parseIgnore(o.ignore);
+  } catch (e) {
+    throw new UsageError(`--ignore: ${(e as Error).message}`);
+  }
+  return { strategy: parseStrategy(o.strategy).name, host: o.host as SimHost, vcpus: o.vcpus, seed: o.seed, scheduler, steps: o.steps, mutant, eventRate: o.eventRate, ignore };
 }
 
 const describe = (r: SimResult): string =>
@@ -81,6 +88,7 @@ export function registerSim(program: Command): void {
     .option('--steps <N>', 'step bound per schedule', intIn('--steps', 1, 100_000_000), 20_000)
     .option('--event-rate <PERMILLE>', 'chance per mille that a coordinator step starts an action', intIn('--event-rate', 0, 1000), 50)
     .option('--mutant <NAME>', `enable a deliberate bug (${MUTANT_NAMES.join(', ')})`)
+    .option('--ignore <LIST>', `invariants that do not stop a run, comma-separated (${SIM_INVARIANTS.join(', ')})`)
     .option('--schedules <N>', 'run up to N schedules (seeds seed, seed+1, …), stopping at the first failure', intIn('--schedules', 1, 1_000_000), 1)
     .option('--replay <TOKEN>', 'rerun one schedule exactly and print its event trace')
     .option('--shrink', 'after a failure, search for a smaller failing run and print its token')
@@ -90,7 +98,7 @@ export function registerSim(program: Command): void {
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
-      '\nEvery run prints a replay token: sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>.\n' +
+      '\nEvery run prints a replay token: sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>[:<ignored>].\n' +
         'The same token gives the same trace, byte for byte. Exit code 1 when a violation was found.\n\n' +
         'Examples:\n  kvm-mmu-emu sim\n  kvm-mmu-emu sim --mutant zap-no-wait --schedules 200 --shrink\n' +
         '  kvm-mmu-emu sim --replay sim1:valid-bit:shadow:3:7:random:1234:zap-no-wait:50 --trace run.json',

@@ -35,6 +35,7 @@ export {
   zapAllFast,
   zapAllFastFlip,
   zapAll,
+  zapAllLocked,
   zapObsoletePages,
   zapOldestPages,
   changeMaxPages,

@@ -284,23 +284,29 @@ export function zapAllFastFlip<T>(vm: ShadowVm, agent: number, reload: Pick<Relo
 export async function zapAll(vm: ShadowVm, agent: number): Promise<number> {
   await vm.lock.lockAsync(agent);
   try {
-    const invalid: InvalidList = [];
-    let total = 0;
-    restart: for (;;) {
-      for (let p = vm.h.activeHead[0]!; p !== NIL; ) {
-        const next = vm.i32[p * vm.sw32 + vm.oListNext]!;
-        if (!(vm.roleOf(p) & PR.INVALID)) {
-          const r = prepareZapPage(vm, agent, p, invalid);
-          total += r.zapped;
-          if (r.children > 0) continue restart;
-        }
-        p = next;
-      }
-      break;
-    }
-    commitZapPage(vm, agent, invalid);
-    return total;
+    return zapAllLocked(vm, agent);
   } finally {
     vm.lock.unlock(agent);
   }
+}
+
+/** kvm_mmu_zap_all's body, for callers that hold mmu_lock (an in-thread host). */
+export function zapAllLocked(vm: ShadowVm, agent: number): number {
+  vm.assertLocked(agent, 'kvm_mmu_zap_all');
+  const invalid: InvalidList = [];
+  let total = 0;
+  restart: for (;;) {
+    for (let p = vm.h.activeHead[0]!; p !== NIL; ) {
+      const next = vm.i32[p * vm.sw32 + vm.oListNext]!;
+      if (!(vm.roleOf(p) & PR.INVALID)) {
+        const r = prepareZapPage(vm, agent, p, invalid);
+        total += r.zapped;
+        if (r.children > 0) continue restart;
+      }
+      p = next;
+    }
+    break;
+  }
+  commitZapPage(vm, agent, invalid);
+  return total;
 }

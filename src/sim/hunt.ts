@@ -32,26 +32,42 @@ const fails = (p: SimParams): SimResult | null => {
 };
 
 /**
- * A smaller failing run: fewer vCPUs first (each count from 1 up, same seed,
- * twice the original step bound), then lower event rates (halving), each
- * accepted only if it still fails; the failing step is the final bound.
- * Returns the input when nothing smaller fails.
+ * A smaller failing run: fewer vCPUs first (each count from 1 up, same seed),
+ * then lower event rates (halving), each accepted only if it still fails
+ * within the step room of the run it replaces; last, for a failure found at
+ * the end of a run (the teardown audit), the fewest steps that still fail
+ * (binary search). A failure found during a run needs no step search: the
+ * run stops at its first violation. Returns the input when nothing smaller fails.
  */
 export function shrink(failing: SimResult, budget = 64): SimResult {
   let best = failing;
   let tries = 0;
-  const bound = best.params.steps * 2;
+  const atEnd = (r: SimResult) => r.violation!.step >= r.params.steps;
+  // Room for a candidate: the same bound for end-of-run failures, twice the failing step otherwise.
+  const room = (r: SimResult) => (atEnd(r) ? r.params.steps : r.params.steps * 2);
   for (let n = 1; n < best.params.vcpus && tries < budget; n++, tries++) {
-    const r = fails({ ...best.params, vcpus: n, steps: bound });
+    const r = fails({ ...best.params, vcpus: n, steps: room(best) });
     if (r) {
       best = r;
       break;
     }
   }
   for (let rate = Math.floor(best.params.eventRate / 2); rate >= 1 && tries < budget; rate = Math.floor(rate / 2), tries++) {
-    const r = fails({ ...best.params, eventRate: rate, steps: best.params.steps * 2 });
-    if (!r || r.params.steps > best.params.steps * 2) break;
+    const r = fails({ ...best.params, eventRate: rate, steps: room(best) });
+    if (!r) break;
     best = r;
+  }
+  if (atEnd(best)) {
+    let lo = 1;
+    let hi = best.params.steps;
+    while (lo < hi && tries++ < budget) {
+      const mid = Math.floor((lo + hi) / 2);
+      const r = fails({ ...best.params, steps: mid });
+      if (r) {
+        best = r;
+        hi = mid;
+      } else lo = mid + 1;
+    }
   }
   return best;
 }

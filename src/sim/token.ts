@@ -2,7 +2,7 @@
  * Replay tokens: everything that decides a simulated run, in one short
  * string a user can paste back (`sim --replay TOKEN`):
  *
- *   sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<events per mille>
+ *   sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<events per mille>[:<ignored invariants, +-separated>]
  *
  * e.g. `sim1:valid-bit:shadow:3:42:pct3:20000:-:50`. `steps` is the bound
  * the run had; a failing run's token names the step it failed at, so a
@@ -13,6 +13,19 @@ import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
 import type { SchedulerSpec } from './scheduler.js';
 
 export const SIM_HOSTS = ['intel-ept', 'amd-npt', 'shadow'] as const;
+
+/** The invariants a simulated run checks (and may be told to ignore), by their finding names. */
+export const SIM_INVARIANTS = [
+  'fresh-configuration',
+  'correct-accesses',
+  'shadow-sharing',
+  'no-use-after-free',
+  'no-lost-invalidation',
+  'tlb-coherence',
+  'no-invalid-role-reads',
+  'effective-invalidation',
+] as const;
+export type SimInvariant = (typeof SIM_INVARIANTS)[number];
 export type SimHost = (typeof SIM_HOSTS)[number];
 
 export interface SimParams {
@@ -26,6 +39,8 @@ export interface SimParams {
   readonly mutant: MutantName | null;
   /** Chance, per mille, that a coordinator step starts an action (CPUID change, zap-all, edit, request). */
   readonly eventRate: number;
+  /** Invariants whose violations do not stop the run (e.g. one every design fails, to look past it). */
+  readonly ignore: readonly SimInvariant[];
 }
 
 export class TokenError extends Error {
@@ -35,7 +50,9 @@ export class TokenError extends Error {
 const schedText = (s: SchedulerSpec): string => (s.kind === 'random' ? 'random' : `pct${s.depth}`);
 
 export function encodeToken(p: SimParams): string {
-  return ['sim1', p.strategy, p.host, p.vcpus, p.seed, schedText(p.scheduler), p.steps, p.mutant ?? '-', p.eventRate].join(':');
+  const fields = ['sim1', p.strategy, p.host, p.vcpus, p.seed, schedText(p.scheduler), p.steps, p.mutant ?? '-', p.eventRate];
+  if (p.ignore.length) fields.push(p.ignore.join('+'));
+  return fields.join(':');
 }
 
 const int = (text: string, what: string, min: number, max: number): number => {
@@ -53,7 +70,9 @@ export function parseScheduler(text: string): SchedulerSpec {
 
 export function decodeToken(token: string): SimParams {
   const f = token.trim().split(':');
-  if (f.length !== 9 || f[0] !== 'sim1') throw new TokenError(`replay token: expected sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>, got "${token}"`);
+  if ((f.length !== 9 && f.length !== 10) || f[0] !== 'sim1') {
+    throw new TokenError(`replay token: expected sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>[:<ignored>], got "${token}"`);
+  }
   const [, strategy, host, vcpus, seed, sched, steps, mutant, rate] = f as [string, string, string, string, string, string, string, string, string];
   if (!(STRATEGY_NAMES as readonly string[]).includes(strategy)) throw new TokenError(`replay token: unknown strategy "${strategy}" (${STRATEGY_NAMES.join(', ')})`);
   if (!(SIM_HOSTS as readonly string[]).includes(host)) throw new TokenError(`replay token: unknown host "${host}" (${SIM_HOSTS.join(', ')})`);
@@ -67,5 +86,13 @@ export function decodeToken(token: string): SimParams {
     steps: int(steps, 'steps', 1, 100_000_000),
     mutant: mutant === '-' ? null : (mutant as MutantName),
     eventRate: int(rate, 'event rate', 0, 1000),
+    ignore: f.length === 10 ? parseIgnore(f[9]!) : [],
   };
+}
+
+/** A +- or comma-separated list of invariant names. */
+export function parseIgnore(text: string): SimInvariant[] {
+  const names = text.split(/[+,]/).filter(Boolean);
+  for (const n of names) if (!(SIM_INVARIANTS as readonly string[]).includes(n)) throw new TokenError(`unknown invariant "${n}" (${SIM_INVARIANTS.join(', ')})`);
+  return names as SimInvariant[];
 }

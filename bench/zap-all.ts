@@ -1,7 +1,8 @@
 /**
  * Group "zap-all": zapping the whole shadow page cache while N busy vCPUs
  * run on it, N = 1 … 32, on a shadow-paging host (`tdp_enabled` off, so the
- * cache shadows the guests' own page tables and holds hundreds of pages):
+ * cache shadows the guests' own page tables and holds about a thousand pages
+ * once the guests' faults have populated it):
  *
  * - fast:       kvm_mmu_zap_all_fast (`vm.zapAllFast`): under mmu_lock flip
  *               mmu_valid_gen and make a waiting MMU_RELOAD on every vCPU,
@@ -188,7 +189,7 @@ class ZapCell {
    * Warm-up: sample pages in use every sampleMs; stop once a window's median
    * is no more than 5% above the best earlier window (after minWarmMs) or at
    * maxWarmMs. The warm level is the median of the last three windows'
-   * samples (the level fluctuates: the guests' table writes zap pages).
+   * samples (pages in use still move a little while the guests fault).
    */
   async warm(): Promise<number> {
     const t0 = performance.now();
@@ -477,13 +478,14 @@ export function zapSettingsFor(ctx: GroupRunContext): ZapAllSettings {
 
 export function zapAllNotes(s: ZapAllSettings): string[] {
   return [
-    `One VM per N: busy vCPUs (the default guest mix, never halting) on a shadow-paging host (tdp_enabled off), n_max_mmu_pages ${s.maxPages}; the cache shadows the guest page tables and churns (the guests write their own tables: write-tracking zaps), so its size fluctuates around the warm level.`,
+    `One VM per N: busy vCPUs (the default guest mix, never halting) on a shadow-paging host (tdp_enabled off), n_max_mmu_pages ${s.maxPages}; the cache shadows the guest page tables: the guests' faults populate it, and between repetitions the bench waits until they have refilled it, so every repetition zaps a comparable number of pages.`,
     ...s.protocols.map((p) => `${p}: ${ZAP_PROTOCOL_INFO[p]}.`),
     `Warm-up: pages in use sampled every ${s.sampleMs} ms until a ${s.windowMs} ms window's median stops growing (≤ 5% above the best earlier window; ${s.minWarmMs / 1000}–${s.maxWarmMs / 1000} s): the warm level is the median of the last three windows. Before each repetition (untimed) every vCPU ran guest operations since the previous one and pages in use are back at ≥ ${s.repopFraction * 100}% of the warm level (waited for at most ${s.repopMaxMs / 1000} s).`,
     'call = the coordinator call until its promise settles; zapped = pages the call freed (roots still held are freed by their holders later, not counted); pages/s = Σ zapped / Σ call time.',
     'reloaded = from the call until every vCPU was seen (seqlock read of stintSeq/rootPage/stintSeq) in a verified guest-mode stint newer than its request sequence before the call, on a root page allocated since the call began and, for fast, of the new generation (one-by-one: checked once the call returned, not role.invalid). The coordinator waits on the outsideEpoch of a vCPU still pending (woken at its next exit, or after 1 ms), so a vCPU is seen at its first exit after entering on the new root. A halted vCPU counts at its next entry (busy vCPUs never halt here).',
     `The two protocols take turns on the same VM (the first alternates); ${s.warmupRounds} warm-up round${s.warmupRounds === 1 ? '' : 's'}, then at least ${s.minRounds} rounds until ${s.budgetMs / 1000} s are spent (at most ${s.maxRounds}; none started after ${s.capMs / 1000} s once 3 are in). Ratios divide p50s of the same N.`,
     'Verified per N: every fast call flipped the generation and found no lost invalidation; every vCPU reloaded after every zap; busy vCPUs kept running and never halted; at teardown no root was left held, no page leaked and the cache audit was clean.',
+    'Limit of the model: the obsolete pages are zapped in one mmu_lock hold (src/shadow/zap.ts zapObsoletePages), where KVM drops the lock every BATCH_ZAP_PAGES (10) zaps; a vCPU that loads a new root needs the lock, so under either protocol it waits until the whole zap is done, and zap-all-fast cannot show its advantage here.',
   ];
 }
 

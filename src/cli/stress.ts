@@ -12,6 +12,7 @@ import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
 import { MAX_VCPUS } from '../vm/vm.js';
 import { defaultStressVcpus, HOST_FLAVOURS, observableViolations, stress, type HostFlavour, type StressResult } from '../stress/stress.js';
 import { EXIT, UsageError, useColor } from './io.js';
+import { representative } from '../vm/chaos.js';
 import { parseStrategy } from './role.js';
 
 function intIn(flag: string, min: number, max: number) {
@@ -131,7 +132,7 @@ export function registerStress(program: Command): void {
       else {
         console.log(formatStressTable(results, useColor()));
         console.log('');
-        for (const r of results) for (const f of r.findings.slice(0, 3)) console.log(`  [${r.strategy}] ${f.invariant} (${f.severity}), vCPU ${f.vcpu}: ${f.detail}`);
+        for (const r of results) for (const f of representative(r.findings, 6)) console.log(`  [${r.strategy}] ${f.invariant} (${f.severity}), vCPU ${f.vcpu}: ${f.detail}`);
         console.log('');
         console.log(failed ? `observable violations: ${results.filter((r) => observableViolations(r) > 0).map((r) => `${r.strategy} ${observableViolations(r)}`).join(', ')}` : 'no observable violation');
       }

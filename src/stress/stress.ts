@@ -17,7 +17,7 @@ import type { CpuidPolicy } from '../vcpu/core.js';
 import { VCPU_STATS, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import { Vm } from '../vm/vm.js';
 import { TOUR_HOSTS } from '../workload/role-tour.js';
-import { chaos, collectRun, type ChaosResult, type CoordinatorCounts } from '../vm/chaos.js';
+import { chaos, collectRun, representative, type ChaosResult, type CoordinatorCounts } from '../vm/chaos.js';
 import type { OpMix } from '../workload/guest-program.js';
 
 export type HostFlavour = keyof typeof TOUR_HOSTS;
@@ -138,7 +138,7 @@ export async function stressStrategy(o: StressOptions, strategy: StrategyName, i
     for (let i = 0; i < vms.length; i++) {
       const r = await collectRun(vms[i]!, counts[i]!, strategy, 3);
       const flavour = plan[i]!.flavour;
-      runs.push({ ...r, flavour, counts: counts[i]!, findings: r.findings.slice(0, FINDINGS_PER_VM).map((f) => ({ ...f, detail: `${flavour}: ${f.detail}` })) });
+      runs.push({ ...r, flavour, counts: counts[i]!, findings: representative(r.findings, FINDINGS_PER_VM).map((f) => ({ ...f, detail: `${flavour}: ${f.detail}` })) });
     }
     return summarise(strategy, o.vcpus, elapsedMs, runs);
   } finally {

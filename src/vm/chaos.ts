@@ -112,12 +112,13 @@ export async function chaos(vm: Vm, o: CoordinatorOptions): Promise<CoordinatorC
  * back, every page free, the audit clean — and the counters.
  */
 export async function collectRun(vm: Vm, c: CoordinatorCounts, strategy: StrategyName, perVcpu = 5): Promise<Pick<ChaosResult, 'findings' | 'stats' | 'shadow' | 'teardown' | 'dead'>> {
-  const findings: FindingWire[] = c.lost.slice(0, perVcpu).map((l) => ({ invariant: 'no-lost-invalidation', severity: 'observable', strategy, vcpu: l.vcpu, mmu: '', op: 0, detail: l.detail }));
+  const all: FindingWire[] = c.lost.map((l) => ({ invariant: 'no-lost-invalidation', severity: 'observable', strategy, vcpu: l.vcpu, mmu: '', op: 0, detail: l.detail }));
   for (let id = 0; id < vm.vcpus; id++) {
     if (vm.dead.has(id)) continue;
     const f = await vm.call(id, 'findings');
-    if (f.ok) findings.push(...f.value.slice(0, perVcpu));
+    if (f.ok) all.push(...f.value);
   }
+  const findings = representative(all, perVcpu * Math.max(1, vm.vcpus));
   const stats = await vm.destroy();
   const t = vm.shadowTeardown;
   const teardown = t
@@ -128,6 +129,22 @@ export async function collectRun(vm: Vm, c: CoordinatorCounts, strategy: Strateg
       ]
     : [];
   return { findings, stats, shadow: t?.stats ?? null, teardown, dead: Object.fromEntries(vm.dead) };
+}
+
+/**
+ * At most `max` findings, the first of every (invariant, severity, context)
+ * kind before any repeat: a rare kind is never crowded out by a frequent one.
+ */
+export function representative(all: readonly FindingWire[], max: number): FindingWire[] {
+  const seen = new Set<string>();
+  const first: FindingWire[] = [];
+  const rest: FindingWire[] = [];
+  for (const f of all) {
+    const key = `${f.invariant}/${f.severity}/${f.mmu}`;
+    (seen.has(key) ? rest : first).push(f);
+    seen.add(key);
+  }
+  return [...first, ...rest].slice(0, max);
 }
 
 /** Create a VM with checking on, run the chaos coordinator against it, tear it down. */

@@ -31,6 +31,27 @@ export const MUTANTS = {
     invariant: 1,
     what: 'a CR4 write that changes paging bits (kvm_post_set_cr4) does not reset the MMU context',
   },
+  'request-no-kick': {
+    invariant: 5,
+    what: 'kvm_make_all_cpus_request sets the request bit but neither kicks nor waits for a vCPU in guest mode: a waiting request returns while it still runs',
+  },
+  'lookup-ignores-generation': {
+    invariant: 3,
+    what: 'kvm_mmu_get_page does not skip obsolete pages (for_each_valid_sp without is_obsolete_sp): a zapped generation is handed out again',
+  },
+  'prev-root-ignores-role': {
+    invariant: 3,
+    what: 'cached_root_available reuses a previous root whose pgd matches without comparing its role',
+  },
+  'ad-no-cmpxchg': {
+    invariant: 6,
+    what: 'the guest walker sets accessed/dirty bits with a plain store of the entry it read instead of a compare-exchange: a concurrent edit of the entry is lost',
+    /**
+     * Real threads almost never land an edit in the microseconds between a walk's read and its
+     * write (not caught in 20 s with 12 vCPUs); the simulation puts a scheduling point there.
+     */
+    threads: false,
+  },
 } as const;
 
 export type MutantName = keyof typeof MUTANTS;

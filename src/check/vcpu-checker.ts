@@ -153,9 +153,18 @@ export class VcpuChecker {
       return;
     }
     const pageRole = shadow.roleOf(page);
-    if (((pageRole ^ ctx.roleBase) & ~POSITION_BITS) !== 0) {
+    const differs = (pageRole ^ ctx.roleBase) & ~POSITION_BITS;
+    if (differs !== 0) {
       this.counts.sharingViolations++;
-      this.find('shadow-sharing', 'observable', ctx.name, `root page ${page} has role ${pageRole.toString(16)}, the context's base role is ${ctx.roleBase.toString(16)}`);
+      // v5.17's kvm_mmu_calc_root_page_role computes with base_only, so ext is 0 and smep_andnot_wp /
+      // smap_andnot_wp come out 0: __kvm_mmu_new_pgd can resume a cached root built without them.
+      const quirk = (differs & ~(PR.SMEP_ANDNOT_WP | PR.SMAP_ANDNOT_WP)) === 0 ? ' (only smep/smap_andnot_wp differ: the v5.17 root-role lookup ignores them)' : '';
+      this.find(
+        'shadow-sharing',
+        'observable',
+        ctx.name,
+        `root page ${page} (gfn ${shadow.gfnOf(page)}) has role ${pageRole.toString(16)}, the context's base role is ${ctx.roleBase.toString(16)}${quirk}`,
+      );
     }
   }
 

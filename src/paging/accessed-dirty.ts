@@ -8,6 +8,7 @@
  * written and the caller restarts the whole walk, so no one's bits are lost
  * and a walk never sets flags on an entry it did not see.
  */
+import { mutant } from '../check/mutants.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { lo32, type WalkerGeometry } from './format.js';
 import type { GuestWalker } from './walker-state.js';
@@ -22,6 +23,13 @@ import type { GuestWalker } from './walker-state.js';
  * writable here), dirty logging of the table page, and the EPT PML log
  * (write_log_dirty).
  */
+/**
+ * A scheduling point between a walk's read of an entry and its accessed/dirty
+ * write, for an in-thread host (src/sim) that runs another actor there; null
+ * (one property load) on real threads, where other threads preempt freely.
+ */
+export const adWritePoint: { hook: (() => void) | null } = { hook: null };
+
 export function updateAccessedDirtyBits(w: GuestWalker, g: WalkerGeometry, mem: GuestMemory, haveAd: boolean, writeFault: boolean): boolean {
   if (!haveAd) return false;
   const aMask = 1 << g.accessedBit;
@@ -33,13 +41,17 @@ export function updateAccessedDirtyBits(w: GuestWalker, g: WalkerGeometry, mem: 
     if (level === w.level && writeFault && (lo & dMask) === 0) set |= dMask;
     if (set === 0) continue;
     const pa = w.ptePa[level - 1]!;
+    adWritePoint.hook?.();
     if (g.entryBytes === 8) {
       const next = orig | BigInt(set);
-      if (mem.cmpxchg64(pa, orig, next) !== orig) return true;
+      // Mutant: a plain store of what the walk read, losing any change made since.
+      if (mutant['ad-no-cmpxchg']) mem.store64(pa, next);
+      else if (mem.cmpxchg64(pa, orig, next) !== orig) return true;
       w.ptes[level - 1] = next;
     } else {
       const next = (lo | set) >>> 0;
-      if (mem.cmpxchg32(pa, lo, next) !== lo) return true;
+      if (mutant['ad-no-cmpxchg']) mem.store32(pa, next);
+      else if (mem.cmpxchg32(pa, lo, next) !== lo) return true;
       w.ptes[level - 1] = BigInt(next);
     }
   }

@@ -61,7 +61,7 @@ export function getPage(vm: ShadowVm, agent: number, mmu: PageRoleSource, gfn: n
   let collisions = 0;
   for (let p = bucketFirst(vm, bucket); p !== NIL; p = bucketNext(vm, p)) {
     const pRole = vm.roleOf(p);
-    if (pRole & PR.INVALID || vm.genOf(p) !== gen) {
+    if (pRole & PR.INVALID || (vm.genOf(p) !== gen && !mutant['lookup-ignores-generation'])) {
       vm.count(agent, 'obsoleteSkipped');
       continue;
     }
@@ -73,7 +73,8 @@ export function getPage(vm: ShadowVm, agent: number, mmu: PageRoleSource, gfn: n
     if (pRole !== role && !mutant['lookup-ignores-role']) continue;
     // Prove mode (stress invariant 3): a lookup hands out only a valid page of exactly the role asked for.
     if (vm.prove && (pRole !== role || vm.isObsolete(p))) {
-      throw new ShadowArenaError(`kvm_mmu_get_page: page ${p} (gfn ${gfn}) has role ${pRole.toString(16)}, the lookup asked for ${role.toString(16)}`);
+      const why = pRole !== role ? `has role ${pRole.toString(16)}, the lookup asked for ${role.toString(16)}` : `is obsolete (generation ${vm.genOf(p)}, the VM's is ${gen})`;
+      throw new ShadowArenaError(`kvm_mmu_get_page: page ${p} (gfn ${gfn}) ${why}`);
     }
     // direct_map: done; shadow: no unsync page to sync, no write-flooding count to clear.
     vm.count(agent, 'hashHits');

@@ -16,6 +16,7 @@
  * generation here only makes that window invisible; it never changes which
  * root a vCPU runs on after its reload.
  */
+import { mutant } from '../check/mutants.js';
 import { LEVEL, PR } from '../role/page-role.js';
 import type { ShadowVm } from './arena.js';
 import { freeRoots, ROOT_CURRENT, type RootInfo, type RootMmuView, type RootSet } from './roots.js';
@@ -25,7 +26,7 @@ export function isRootUsable(vm: ShadowVm, root: RootInfo, pgd: bigint, role: nu
   if (!((role & PR.DIRECT) !== 0 || root.pgd === pgd)) return false;
   // VALID_PAGE and to_shadow_page: special roots (pae_root) have no shadow page.
   if (root.hpa < 0) return false;
-  return vm.roleOf(root.hpa) === role >>> 0 && !vm.isObsolete(root.hpa);
+  return (vm.roleOf(root.hpa) === role >>> 0 || mutant['prev-root-ignores-role']) && !vm.isObsolete(root.hpa);
 }
 
 /** Where cached_root_available found the root: the current one, prev_roots[i] (1 + i), or nowhere. */

@@ -37,6 +37,7 @@ import { randomCpuid } from '../workload/random-cpuid.js';
 import { TOUR_HOSTS } from '../workload/role-tour.js';
 import { Rng } from '../workload/rng.js';
 import { makeScheduler } from './scheduler.js';
+import { adWritePoint } from '../paging/accessed-dirty.js';
 import { encodeToken, type SimInvariant, type SimParams } from './token.js';
 
 /** Guest memory of a simulated VM: small, so set-up costs little per schedule. */
@@ -261,20 +262,24 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
     return true;
   };
 
-  const runnable: number[] = [];
-  for (step = 1; step <= p.steps && !violation; step++) {
-    runnable.length = 0;
+  /** The actors that may take a step now (a vCPU with its op budget spent, or halted without a request, may not). */
+  const runnableActors = (out: number[], except: number): number[] => {
+    out.length = 0;
     for (let i = 0; i < p.vcpus; i++) {
+      if (i === except) continue;
       if (o.opsPerVcpu !== undefined && cores[i]!.rec.stats[STAT_INDEX.guestOps]! >= o.opsPerVcpu) continue;
       const halted = haltedAt[i]! >= 0;
-      if (!halted || Atomics.load(records[i]!.requests, 0) !== 0 || step - haltedAt[i]! >= HALT_TIMER_STEPS) runnable.push(i);
+      if (!halted || Atomics.load(records[i]!.requests, 0) !== 0 || step - haltedAt[i]! >= HALT_TIMER_STEPS) out.push(i);
     }
-    if (o.opsPerVcpu !== undefined && runnable.length === 0) break;
-    if (coordinatorRunnable()) runnable.push(coordinator);
-    if (runnable.length === 0) throw new Error(`simulation deadlock at step ${step}: nothing can run`);
-    const actor = sched.pick(runnable, step);
+    if (o.opsPerVcpu !== undefined && out.length === 0) return out;
+    if (except !== coordinator && coordinatorRunnable()) out.push(coordinator);
+    return out;
+  };
+
+  /** One step of `actor`, then the checks that follow every step. */
+  const runActor = (actor: number, prefix: string): void => {
     try {
-      if (actor === coordinator) line('coord', coordinatorStep());
+      if (actor === coordinator) line('coord', prefix + coordinatorStep());
       else {
         const core = cores[actor]!;
         if (haltedAt[actor]! >= 0) {
@@ -284,7 +289,7 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
         const before = observable(core);
         const r = core.step();
         if (r === 'halt') haltedAt[actor] = step;
-        line(`vcpu${actor}`, core.lastStep);
+        line(`vcpu${actor}`, prefix + core.lastStep);
         const after = observable(core);
         const k = after.findIndex((n, i) => n !== before[i]);
         if (k >= 0) {
@@ -295,13 +300,47 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
         }
       }
     } catch (e) {
-      fail('crash', `${actor === coordinator ? 'coordinator' : `vCPU ${actor}`}: ${(e as Error).message}`);
+      const msg = (e as Error).message;
+      // A prove-mode lookup assertion is invariant 3; any other throw a crash.
+      fail(msg.includes('kvm_mmu_get_page') ? 'shadow-sharing' : 'crash', `${actor === coordinator ? 'coordinator' : `vCPU ${actor}`}: ${msg}`);
     }
     if (watch && !violation) {
       const lost = lostCheck(watch.seq, watch.oldGeneration);
       if (lost.length && !p.ignore.includes('no-lost-invalidation')) fail('no-lost-invalidation', lost[0]!.detail);
       else if (step >= watch.until) watch = null;
     }
+  };
+
+  // A second scheduling point inside a vCPU step: between a guest walk's read of an entry and its
+  // accessed/dirty write, one step of another actor may run (one in four times, never nested).
+  const preemptRng = rng.fork(3000);
+  const nestedRunnable: number[] = [];
+  let current = -1;
+  let nested = false;
+  adWritePoint.hook = () => {
+    if (nested || violation || current === coordinator || preemptRng.int(4) !== 0) return;
+    const cand = runnableActors(nestedRunnable, current);
+    if (cand.length === 0) return;
+    nested = true;
+    const preempted = current;
+    step++;
+    current = sched.pick(cand, step);
+    runActor(current, `(preempts vcpu${preempted} between a walk's read and its A/D write) `);
+    current = preempted;
+    nested = false;
+  };
+
+  const runnable: number[] = [];
+  try {
+    for (step = 1; step <= p.steps && !violation; step++) {
+      runnableActors(runnable, -1);
+      if (o.opsPerVcpu !== undefined && runnable.every((a) => a === coordinator)) break;
+      if (runnable.length === 0) throw new Error(`simulation deadlock at step ${step}: nothing can run`);
+      current = sched.pick(runnable, step);
+      runActor(current, '');
+    }
+  } finally {
+    adWritePoint.hook = null;
   }
   const steps = Math.min(step - 1, p.steps);
   // Teardown (invariant 4), as Vm.destroy checks it: every vCPU gives its roots back, no root

@@ -9,6 +9,7 @@ import { type CpuidModel } from '../cpuid/cpuid.js';
 import { encodeCpuid } from '../cpuid/shared.js';
 import { makeRequest, MODE, REQ, type RequestDef } from '../vcpu/requests.js';
 import type { VcpuRecord } from '../vcpu/vcpu-layout.js';
+import { mutant } from '../check/mutants.js';
 
 /** What a waiting requester must wait for on one target: its outsideEpoch to move past `epoch`. */
 export interface AckWait {
@@ -32,6 +33,8 @@ export function requestAndKick(rec: VcpuRecord, vcpu: number, req: RequestDef): 
     Atomics.notify(rec.requests, 0);
     return null;
   }
+  // Mutant: the bit is set, nobody is kicked or waited for.
+  if (mutant['request-no-kick']) return null;
   // Snapshot before the CAS: an exit after this point acknowledges our request.
   const epoch = Atomics.load(rec.outsideEpoch, 0);
   const old = Atomics.compareExchange(rec.mode, 0, MODE.IN_GUEST, MODE.EXITING_GUEST);

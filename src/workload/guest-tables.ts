@@ -84,15 +84,25 @@ export function buildGuestTables(mem: GuestMemory, opts: GuestTableOptions = DEF
 
 /**
  * Point guest-virtual page `gva` of every address space (every format) at
- * `gpa`, each leaf with a compare-exchange that keeps its other bits; returns
+ * `gpa`, each leaf with a compare-exchange that keeps its permission bits
+ * (accessed and dirty cleared, as in a freshly written entry); returns
  * the guest physical addresses of the leaves written (for write tracking).
  * Tables are only read and edited here, never allocated.
  */
+/** Accessed (bit 5) and dirty (bit 6): the same bits in 32-bit, PAE and 64-bit entries. */
+const ACCESSED_DIRTY = 0x60n;
+
 export function remapEverywhere(mem: GuestMemory, tables: GuestTableSet, gva: bigint, gpa: bigint): number[] {
   const noAlloc = FrameAllocator.create(mem, { start: 0, end: PAGE_4K });
   const leaves: number[] = [];
   for (const f of GUEST_TABLE_FORMATS) {
-    for (const cr3 of tables.cr3[f]) leaves.push(PageTableBuilder.attach(mem, noAlloc, TABLE_FORMAT[f], Number(cr3)).remap(gva, gpa).pa);
+    for (const cr3 of tables.cr3[f]) {
+      const b = PageTableBuilder.attach(mem, noAlloc, TABLE_FORMAT[f], Number(cr3));
+      const e = b.remap(gva, gpa);
+      // A fresh entry, as a guest kernel writes one: accessed and dirty clear, set again by the next access.
+      b.clearBits(gva, e.level, ACCESSED_DIRTY);
+      leaves.push(e.pa);
+    }
   }
   return leaves;
 }

@@ -27,9 +27,12 @@ const base: SimParams = { strategy: 'valid-bit', host: 'shadow', vcpus: 3, seed:
 /**
  * Schedules a mutant may take to be caught. Observed (random scheduler, 3
  * vCPUs, 20 000 steps, event rate 50, 10 start seeds each): every mutant in
- * the first schedule. The bound leaves a wide margin.
+ * the first schedule, except ad-no-cmpxchg (a lost update needs an edit to
+ * land between a walk's read and its A/D write: median 11.5, at most 33).
+ * The bounds leave a wide margin.
  */
 const MUTANT_BOUND = 10;
+const boundOf = (name: string): number => (name === 'ad-no-cmpxchg' ? 100 : MUTANT_BOUND);
 
 describe('deterministic simulation', () => {
   it('replays exactly: the same token gives the same step trace, Chrome trace and ftrace text, twice', () => {
@@ -68,8 +71,8 @@ describe('deterministic simulation', () => {
   });
 
   for (const name of MUTANT_NAMES) {
-    it(`catches mutant ${name} (invariant ${MUTANTS[name].invariant}) within ${MUTANT_BOUND} schedules`, () => {
-      const h = hunt({ ...base, mutant: name }, MUTANT_BOUND);
+    it(`catches mutant ${name} (invariant ${MUTANTS[name].invariant}) within ${boundOf(name)} schedules`, () => {
+      const h = hunt({ ...base, mutant: name }, boundOf(name));
       expect(h.failure, `${name}: no failure in ${h.schedules} schedules ${ctx}`).not.toBeNull();
       // The failing token replays to the same violation at the same step.
       const again = simulate(decodeToken(h.failure!.token), { keepTrace: false });

@@ -16,16 +16,21 @@ const base: StressOptions = { vcpus: 6, strategies: ['valid-bit'], durationMs: 2
 const inv = (r: StressResult, id: number) => r.invariants[id - 1]!;
 
 describe('stress (real vCPU threads)', () => {
-  it('a correct design under the strict policy: every invariant checked, none violated', async () => {
+  it('a correct design under the strict policy: every invariant checked, none violated but by the known v5.17 root-role lookup', async () => {
     const r = await stressStrategy(base, 'valid-bit', 0);
-    for (const i of r.invariants) expect(i.observable, `${i.id}. ${i.name} ${JSON.stringify(r.findings.slice(0, 3))} ${ctx}`).toBe(0);
+    // v5.17 itself: kvm_mmu_calc_root_page_role leaves smep/smap_andnot_wp 0, so a CR3 switch can
+    // resume a cached root of another role (shadow paging, CR4.SMEP with CR0.WP clear). Any shadow-
+    // sharing finding must be exactly that one.
+    for (const f of r.findings.filter((x) => x.invariant === 'shadow-sharing')) expect(f.detail, ctx).toMatch(/only smep\/smap_andnot_wp differ/);
+    for (const i of r.invariants.filter((x) => x.id !== 3)) expect(i.observable, `${i.id}. ${i.name} ${JSON.stringify(r.findings.slice(0, 3))} ${ctx}`).toBe(0);
     // 7 and 8 need CPUID changes, which the strict policy refuses after the first run.
     for (const id of [1, 2, 3, 4, 5, 6]) expect(inv(r, id).checked, `invariant ${id} checked ${ctx}`).toBeGreaterThan(0);
     expect(r.coordinator.cpuidRefused, ctx).toBeGreaterThan(0);
     expect(Object.keys(r.crashed), ctx).toEqual([]);
   }, 120_000);
 
-  for (const name of MUTANT_NAMES) {
+  // ad-no-cmpxchg needs a race of microseconds that real threads almost never hit: test/sim catches it.
+  for (const name of MUTANT_NAMES.filter((n) => !('threads' in MUTANTS[n]))) {
     const m = MUTANTS[name as MutantName];
     it(`mutant ${name} is caught by invariant ${m.invariant}`, async () => {
       // The CPUID mutant needs CPUID changes while running: the legacy policy.

@@ -63,7 +63,8 @@ export function registerStress(program: Command): void {
     .option('--hosts <LIST>', `host flavours, comma-separated (${HOST_FLAVOURS.join(', ')})`, HOST_FLAVOURS.join(','))
     .option('--mutant <NAME>', `enable a deliberate bug (${MUTANT_NAMES.join(', ')})`)
     .option('--seed <N>', 'workload and coordinator seed', intIn('--seed', 0, 0xffffffff), 1)
-    .option('--report <FILE>', 'write the full results (every counter, the first findings) as JSON')
+    .option('--stop-on-violation', 'end each strategy at its first observable violation and report the time to detection')
+    .option('--report <FILE>', 'write the full results (every counter, the first findings) as JSON; also after Ctrl-C')
     .option('--json', 'print the results as JSON instead of the table')
     .addHelpText(
       'after',
@@ -87,6 +88,7 @@ export function registerStress(program: Command): void {
       seed: number;
       report?: string;
       json?: boolean;
+      stopOnViolation?: boolean;
     }) => {
       const strategies: StrategyName[] = opts.strategy === 'all' ? [...STRATEGY_NAMES] : [parseStrategy(opts.strategy).name];
       const hosts = opts.hosts.split(',').map((h) => oneOf('--hosts', HOST_FLAVOURS)(h.trim())) as HostFlavour[];
@@ -97,13 +99,23 @@ export function registerStress(program: Command): void {
       }
       const vcpus = opts.vcpus ?? defaultStressVcpus();
       const tty = !opts.json && process.stderr.isTTY === true;
-      const bar = tty ? new SingleBar({ format: 'stress {strategy} [{bar}] {percentage}% | {ops} guest ops', hideCursor: true, clearOnComplete: true }) : null;
+      const bar = tty
+        ? new SingleBar({ format: 'stress {strategy} [{bar}] {percentage}% | {elapsed} s | {rate} ops/s | {violations} violation(s)', hideCursor: true, clearOnComplete: true })
+        : null;
+      // Ctrl-C: finish the current strategy's run cleanly, skip the rest, still print and write the report.
+      let interrupted = false;
+      const onSigint = () => {
+        interrupted = true;
+        process.stderr.write('\nstress: interrupted; stopping the vCPUs and writing the report (Ctrl-C again to abort)\n');
+        process.once('SIGINT', () => process.exit(130));
+      };
+      process.once('SIGINT', onSigint);
+      let lastLine = 0;
       const total = strategies.length * 100;
       if (!opts.json) {
         process.stderr.write(`stress: ${vcpus} vCPUs over ${hosts.join(', ')}; ${strategies.length} strateg${strategies.length === 1 ? 'y' : 'ies'} × ${opts.seconds} s; check ${opts.check}${mutant ? `; mutant ${mutant}: ${MUTANTS[mutant].what}` : ''}\n`);
       }
-      bar?.start(total, 0, { strategy: strategies[0], ops: 0 });
-      let lastIndex = -1;
+      bar?.start(total, 0, { strategy: strategies[0], elapsed: 0, rate: 0, violations: 0 });
       const results = await stress({
         vcpus,
         strategies,
@@ -115,14 +127,20 @@ export function registerStress(program: Command): void {
         policy: opts.policy,
         hosts,
         mutant,
+        stopOnViolation: opts.stopOnViolation,
+        shouldStop: () => interrupted,
         onProgress: (p) => {
-          bar?.update(p.index * 100 + Math.floor(p.fraction * 100), { strategy: p.strategy, ops: p.ops });
-          if (!bar && !opts.json && p.index !== lastIndex) {
-            lastIndex = p.index;
-            process.stderr.write(`running ${p.strategy} ...\n`);
+          const rate = Math.round(p.ops / Math.max(p.elapsedMs / 1000, 1e-3));
+          bar?.update(p.index * 100 + Math.floor(p.fraction * 100), { strategy: p.strategy, elapsed: (p.elapsedMs / 1000).toFixed(1), rate, violations: p.violations });
+          // Not a terminal: a plain line every 2 s.
+          if (!bar && !opts.json && p.elapsedMs - lastLine >= 2000) {
+            lastLine = p.elapsedMs;
+            process.stderr.write(`stress ${p.strategy}: ${(p.elapsedMs / 1000).toFixed(1)} s, ${p.ops} guest ops (${rate}/s), ${p.violations} violation(s)\n`);
           }
+          if (p.elapsedMs < lastLine) lastLine = 0;
         },
       });
+      process.off('SIGINT', onSigint);
       bar?.update(total);
       bar?.stop();
       const failed = results.some((r) => observableViolations(r) > 0);
@@ -134,6 +152,12 @@ export function registerStress(program: Command): void {
         console.log('');
         for (const r of results) for (const f of representative(r.findings, 6)) console.log(`  [${r.strategy}] ${f.invariant} (${f.severity}), vCPU ${f.vcpu}: ${f.detail}`);
         console.log('');
+        if (opts.stopOnViolation) for (const r of results) console.log(`  [${r.strategy}] time to detection: ${r.detectedAtMs === null ? 'none' : `${(r.detectedAtMs / 1000).toFixed(1)} s`}`);
+        for (const r of results.filter((x) => observableViolations(x) > 0)) {
+          const inv = r.invariants.filter((i) => i.observable > 0).map((i) => `${i.id}. ${i.name}`);
+          console.log(`VIOLATION: seed ${opts.seed}, strategy ${r.strategy}, ${r.vcpus} vCPUs: ${inv.join('; ')}`);
+        }
+        if (interrupted) console.log('interrupted by Ctrl-C: results cover the time run');
         console.log(failed ? `observable violations: ${results.filter((r) => observableViolations(r) > 0).map((r) => `${r.strategy} ${observableViolations(r)}`).join(', ')}` : 'no observable violation');
       }
       process.exitCode = failed ? EXIT.VIOLATION : EXIT.OK;

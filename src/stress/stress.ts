@@ -49,7 +49,22 @@ export interface StressOptions {
   readonly mutant?: MutantName;
   readonly actionEveryMs?: number;
   /** Progress, about every 100 ms: strategy index, fraction of its run done, guest ops so far. */
-  readonly onProgress?: (p: { strategy: StrategyName; index: number; fraction: number; ops: number }) => void;
+  readonly onProgress?: (p: StressProgress) => void;
+  /** End a strategy's run at its first observable violation (time to detection). */
+  readonly stopOnViolation?: boolean;
+  /** Checked with the clock: true ends the current strategy and skips the rest (Ctrl-C). */
+  readonly shouldStop?: () => boolean;
+}
+
+export interface StressProgress {
+  readonly strategy: StrategyName;
+  readonly index: number;
+  /** Of this strategy's run: time or op budget, whichever is nearer. */
+  readonly fraction: number;
+  readonly ops: number;
+  readonly elapsedMs: number;
+  /** Observable violations so far (vCPU counters lag by up to one batch; lost invalidations and dead threads at once). */
+  readonly violations: number;
 }
 
 export interface InvariantResult {
@@ -74,7 +89,14 @@ export interface StressResult {
   readonly findings: readonly FindingWire[];
   /** Worker threads that died, by "flavour/vCPU". */
   readonly crashed: Readonly<Record<string, string>>;
+  /** ms from the start until the first observable violation was seen (polled every 100 ms); null if none. */
+  readonly detectedAtMs: number | null;
+  /** The run was cut short by shouldStop (Ctrl-C). */
+  readonly interrupted: boolean;
 }
+
+/** The vCPU counters that count observable violations. */
+const OBSERVABLE_STATS = ['freshObservable', 'accessMismatches', 'sharingViolations', 'useAfterFree', 'staleTranslations', 'missedRebuildObservable', 'invalidReadObservable'] as const satisfies readonly VcpuStat[];
 
 export const INVARIANT_NAMES = [
   'fresh configuration',
@@ -120,33 +142,53 @@ export async function stressStrategy(o: StressOptions, strategy: StrategyName, i
       );
     }
     const t0 = performance.now();
+    const live = { lost: 0 };
+    let detectedAtMs: number | null = null;
+    let interrupted = false;
     const ops = () => vms.reduce((s, vm) => s + vm.totals().guestOps, 0);
-    const running = () => performance.now() - t0 < o.durationMs && (o.ops === undefined || ops() < o.ops) && vms.every((vm) => vm.dead.size === 0);
+    const violations = () => {
+      let n = live.lost;
+      for (const vm of vms) {
+        n += vm.dead.size;
+        const t = vm.totals();
+        for (const k of OBSERVABLE_STATS) n += t[k];
+      }
+      return n;
+    };
+    const running = () => {
+      if (o.shouldStop?.()) interrupted = true;
+      return !interrupted && performance.now() - t0 < o.durationMs && (o.ops === undefined || ops() < o.ops) && vms.every((vm) => vm.dead.size === 0) && !(o.stopOnViolation && detectedAtMs !== null);
+    };
     const timer = setInterval(() => {
-      const fraction = Math.min(1, Math.max((performance.now() - t0) / o.durationMs, o.ops ? ops() / o.ops : 0));
-      o.onProgress?.({ strategy, index, fraction, ops: ops() });
+      const elapsedMs = performance.now() - t0;
+      const v = violations();
+      if (v > 0 && detectedAtMs === null) detectedAtMs = elapsedMs;
+      const fraction = Math.min(1, Math.max(elapsedMs / o.durationMs, o.ops ? ops() / o.ops : 0));
+      o.onProgress?.({ strategy, index, fraction, ops: ops(), elapsedMs, violations: v });
     }, 100);
     for (const vm of vms) vm.start();
     let counts: CoordinatorCounts[];
     try {
-      counts = await Promise.all(vms.map((vm, i) => chaos(vm, { seed: plan[i]!.seed, actionEveryMs: o.actionEveryMs ?? 20, running })));
+      counts = await Promise.all(vms.map((vm, i) => chaos(vm, { seed: plan[i]!.seed, actionEveryMs: o.actionEveryMs ?? 20, running, live })));
     } finally {
       clearInterval(timer);
     }
     const elapsedMs = performance.now() - t0;
+    // A violation that became visible after the last poll (counters are published per batch).
+    if (detectedAtMs === null && violations() > 0) detectedAtMs = elapsedMs;
     const runs: VmRun[] = [];
     for (let i = 0; i < vms.length; i++) {
       const r = await collectRun(vms[i]!, counts[i]!, strategy, 3);
       const flavour = plan[i]!.flavour;
       runs.push({ ...r, flavour, counts: counts[i]!, findings: representative(r.findings, FINDINGS_PER_VM).map((f) => ({ ...f, detail: `${flavour}: ${f.detail}` })) });
     }
-    return summarise(strategy, o.vcpus, elapsedMs, runs);
+    return { ...summarise(strategy, o.vcpus, elapsedMs, runs), detectedAtMs, interrupted };
   } finally {
     for (const vm of vms) await vm.destroy();
   }
 }
 
-function summarise(strategy: StrategyName, vcpus: number, elapsedMs: number, runs: VmRun[]): StressResult {
+function summarise(strategy: StrategyName, vcpus: number, elapsedMs: number, runs: VmRun[]): Omit<StressResult, 'detectedAtMs' | 'interrupted'> {
   const stats = sumStats(runs.map((r) => r.stats));
   const coordinator = sumCounts(runs.map((r) => r.counts));
   const crashed: Record<string, string> = {};
@@ -203,7 +245,10 @@ export function invariantsOf(
 /** Every strategy in turn (each with its own VMs). */
 export async function stress(o: StressOptions): Promise<StressResult[]> {
   const out: StressResult[] = [];
-  for (const [i, name] of o.strategies.entries()) out.push(await stressStrategy(o, name, i));
+  for (const [i, name] of o.strategies.entries()) {
+    if (o.shouldStop?.()) break;
+    out.push(await stressStrategy(o, name, i));
+  }
   return out;
 }
 

@@ -55,6 +55,8 @@ export interface CoordinatorOptions {
   actionEveryMs: number;
   /** Keep going while this says so (checked before every action). */
   running: () => boolean;
+  /** A live count of invariant-5 findings, for progress reports while the run goes on. */
+  live?: { lost: number };
 }
 
 export interface CoordinatorCounts {
@@ -87,6 +89,7 @@ export async function chaos(vm: Vm, o: CoordinatorOptions): Promise<CoordinatorC
       c.zapAlls++;
       c.waitsChecked++;
       c.lost.push(...z.lostInvalidations);
+      if (o.live) o.live.lost += z.lostInvalidations.length;
     } else if (pick < 7 && vm.editTarget) {
       vm.flipEditTarget();
       c.tableEdits++;
@@ -99,7 +102,9 @@ export async function chaos(vm: Vm, o: CoordinatorOptions): Promise<CoordinatorC
       else c.flushes++;
       if (wait) {
         c.waitsChecked++;
-        c.lost.push(...checkAfterWait(vm.records, vm.records.keys(), seq));
+        const lost = checkAfterWait(vm.records, vm.records.keys(), seq);
+        c.lost.push(...lost);
+        if (o.live) o.live.lost += lost.length;
       }
     }
   }

@@ -64,6 +64,7 @@ export function registerStress(program: Command): void {
     .option('--mutant <NAME>', `enable a deliberate bug (${MUTANT_NAMES.join(', ')})`)
     .option('--seed <N>', 'workload and coordinator seed', intIn('--seed', 0, 0xffffffff), 1)
     .option('--stop-on-violation', 'end each strategy at its first observable violation and report the time to detection')
+    .option('--stop-on <IDS>', 'end each strategy at the first finding (latent or observable) of these invariants, e.g. 5 or 3,4', (t: string) => t.split(',').map((x) => intIn('--stop-on', 1, 8)(x.trim())))
     .option('--report <FILE>', 'write the full results (every counter, the first findings) as JSON; also after Ctrl-C')
     .option('--json', 'print the results as JSON instead of the table')
     .addHelpText(
@@ -89,6 +90,7 @@ export function registerStress(program: Command): void {
       report?: string;
       json?: boolean;
       stopOnViolation?: boolean;
+      stopOn?: number[];
     }) => {
       const strategies: StrategyName[] = opts.strategy === 'all' ? [...STRATEGY_NAMES] : [parseStrategy(opts.strategy).name];
       const hosts = opts.hosts.split(',').map((h) => oneOf('--hosts', HOST_FLAVOURS)(h.trim())) as HostFlavour[];
@@ -127,7 +129,7 @@ export function registerStress(program: Command): void {
         policy: opts.policy,
         hosts,
         mutant,
-        stopOnViolation: opts.stopOnViolation,
+        stopOnViolation: opts.stopOn ?? opts.stopOnViolation,
         shouldStop: () => interrupted,
         onProgress: (p) => {
           const rate = Math.round(p.ops / Math.max(p.elapsedMs / 1000, 1e-3));
@@ -152,7 +154,7 @@ export function registerStress(program: Command): void {
         console.log('');
         for (const r of results) for (const f of representative(r.findings, 6)) console.log(`  [${r.strategy}] ${f.invariant} (${f.severity}), vCPU ${f.vcpu}: ${f.detail}`);
         console.log('');
-        if (opts.stopOnViolation) for (const r of results) console.log(`  [${r.strategy}] time to detection: ${r.detectedAtMs === null ? 'none' : `${(r.detectedAtMs / 1000).toFixed(1)} s`}`);
+        if (opts.stopOnViolation || opts.stopOn) for (const r of results) console.log(`  [${r.strategy}] time to detection: ${r.detectedAtMs === null ? 'none' : `${(r.detectedAtMs / 1000).toFixed(1)} s`}`);
         for (const r of results.filter((x) => observableViolations(x) > 0)) {
           const inv = r.invariants.filter((i) => i.observable > 0).map((i) => `${i.id}. ${i.name}`);
           console.log(`VIOLATION: seed ${opts.seed}, strategy ${r.strategy}, ${r.vcpus} vCPUs: ${inv.join('; ')}`);

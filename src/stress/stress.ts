@@ -50,8 +50,11 @@ export interface StressOptions {
   readonly actionEveryMs?: number;
   /** Progress, about every 100 ms: strategy index, fraction of its run done, guest ops so far. */
   readonly onProgress?: (p: StressProgress) => void;
-  /** End a strategy's run at its first observable violation (time to detection). */
-  readonly stopOnViolation?: boolean;
+  /**
+   * End a strategy's run at its first observable violation (true), or at the first finding,
+   * latent or observable, of the listed invariants (ids 1-8): time to detection.
+   */
+  readonly stopOnViolation?: boolean | readonly number[];
   /** Checked with the clock: true ends the current strategy and skips the rest (Ctrl-C). */
   readonly shouldStop?: () => boolean;
 }
@@ -95,7 +98,17 @@ export interface StressResult {
   readonly interrupted: boolean;
 }
 
-/** The vCPU counters that count observable violations. */
+/** The vCPU counters of each invariant's findings (observable first); 5 is counted by the coordinator. */
+const INVARIANT_STATS: Readonly<Record<number, readonly VcpuStat[]>> = {
+  1: ['freshObservable', 'freshLatent'],
+  2: ['accessMismatches'],
+  3: ['sharingViolations'],
+  4: ['useAfterFree'],
+  5: [],
+  6: ['staleTranslations'],
+  7: ['invalidReadObservable', 'invalidReadLatent'],
+  8: ['missedRebuildObservable', 'missedRebuildLatent'],
+};
 const OBSERVABLE_STATS = ['freshObservable', 'accessMismatches', 'sharingViolations', 'useAfterFree', 'staleTranslations', 'missedRebuildObservable', 'invalidReadObservable'] as const satisfies readonly VcpuStat[];
 
 export const INVARIANT_NAMES = [
@@ -146,18 +159,23 @@ export async function stressStrategy(o: StressOptions, strategy: StrategyName, i
     let detectedAtMs: number | null = null;
     let interrupted = false;
     const ops = () => vms.reduce((s, vm) => s + vm.totals().guestOps, 0);
+    // What counts as detected: every observable violation, or any finding of the listed invariants.
+    const targets = Array.isArray(o.stopOnViolation) ? o.stopOnViolation : null;
+    const watchedStats: readonly VcpuStat[] = targets ? targets.flatMap((id) => INVARIANT_STATS[id] ?? []) : OBSERVABLE_STATS;
+    const watchLost = !targets || targets.includes(5);
+    const watchDead = !targets || targets.includes(3) || targets.includes(4);
     const violations = () => {
-      let n = live.lost;
+      let n = watchLost ? live.lost : 0;
       for (const vm of vms) {
-        n += vm.dead.size;
+        if (watchDead) n += vm.dead.size;
         const t = vm.totals();
-        for (const k of OBSERVABLE_STATS) n += t[k];
+        for (const k of watchedStats) n += t[k];
       }
       return n;
     };
     const running = () => {
       if (o.shouldStop?.()) interrupted = true;
-      return !interrupted && performance.now() - t0 < o.durationMs && (o.ops === undefined || ops() < o.ops) && vms.every((vm) => vm.dead.size === 0) && !(o.stopOnViolation && detectedAtMs !== null);
+      return !interrupted && performance.now() - t0 < o.durationMs && (o.ops === undefined || ops() < o.ops) && vms.every((vm) => vm.dead.size === 0) && !(o.stopOnViolation !== undefined && o.stopOnViolation !== false && detectedAtMs !== null);
     };
     const timer = setInterval(() => {
       const elapsedMs = performance.now() - t0;

@@ -99,7 +99,7 @@ function invariantConclusion(results: readonly RunRow[]): string {
     else if (f.length) some.push(`${inv.id}. ${inv.name} under ${f.join(', ')}`);
   }
   const parts: string[] = [];
-  if (some.length) parts.push(`Invariants that separate the designs: ${some.join('; ')}.`);
+  if (some.length) parts.push(results.length > 1 ? `Invariants that separate the designs: ${some.join('; ')}.` : `Invariants violated observably: ${some.join('; ')}.`);
   if (all.length) parts.push(`Failing under every design alike (the legacy CPUID policy itself, e.g. guest_mmu left stale while L2 runs): ${all.join('; ')}.`);
   if (!parts.length) parts.push('No invariant failed observably.');
   return parts.join(' ');

@@ -12,6 +12,8 @@ import type { FindingWire } from '../rpc/protocol.js';
 import type { VcpuStat } from '../vcpu/vcpu-layout.js';
 import { VCPU_STATS } from '../vcpu/vcpu-layout.js';
 import { traceFileName } from '../trace/files.js';
+import { invariantsOf, type InvariantResult } from '../stress/stress.js';
+import type { ShadowCounters } from '../shadow/index.js';
 import { Vm } from '../vm/vm.js';
 import { TOUR_HOSTS } from '../workload/role-tour.js';
 import { applyPatch, regsWire, runEvent, type EventOutcome, type EventTarget } from './events.js';
@@ -51,6 +53,8 @@ export interface ScenarioRow {
   readonly events: readonly EventOutcome[];
   /** `host/vCPU` → why its worker died. */
   readonly dead: Readonly<Record<string, string>>;
+  readonly invariants: readonly InvariantResult[];
+  readonly shadow: { readonly pagesCreated: number; readonly zapped: number } | null;
 }
 
 export interface ScenarioResult {
@@ -88,6 +92,9 @@ interface HostRun {
   readonly findings: FindingWire[];
   readonly events: EventOutcome[];
   readonly dead: Record<string, string>;
+  /** Shadow-cache counters after teardown (null without them) and the teardown's problems. */
+  readonly shadow: ShadowCounters | null;
+  readonly teardown: number;
 }
 
 function mergeRuns(strategy: StrategyName, s: Scenario, runs: HostRun[]): ScenarioRow {
@@ -102,6 +109,11 @@ function mergeRuns(strategy: StrategyName, s: Scenario, runs: HostRun[]): Scenar
     vcpus: s.vcpus,
     events: runs.flatMap((r) => r.events).sort((a, b) => a.index - b.index),
     dead: Object.assign({}, ...runs.map((r) => r.dead)),
+    // The stress invariants from the checkers' counters (invariant 5 is the coordinator's: no waits are checked here).
+    invariants: invariantsOf(stats, { waitsChecked: 0, lost: 0 }, Object.assign({}, ...runs.map((r) => r.dead)), runs.reduce((a, r) => a + r.teardown, 0), runs.length),
+    shadow: runs.some((r) => r.shadow)
+      ? { pagesCreated: runs.reduce((a, r) => a + (r.shadow?.pagesCreated ?? 0), 0), zapped: runs.reduce((a, r) => a + (r.shadow?.zapped ?? 0), 0) }
+      : null,
   };
 }
 
@@ -148,7 +160,9 @@ async function runOnHost(s: Scenario, strategy: StrategyName, host: HostFlavour,
     for (const f of files) opts.traceWritten?.(f);
   }
   const dead = Object.fromEntries([...vm.dead].map(([id, why]) => [`${host}/${id}`, why]));
-  return { host, stats, elapsedMs: timeline.elapsedMs, cpuidBroadcasts: target.cpuidBroadcasts, findings, events: timeline.outcomes, dead };
+  const td = vm.shadowTeardown;
+  const teardown = td ? td.rootsLeft.size + td.audit.length + (td.freePages !== td.capacity ? 1 : 0) : 0;
+  return { host, stats, elapsedMs: timeline.elapsedMs, cpuidBroadcasts: target.cpuidBroadcasts, findings, events: timeline.outcomes, dead, shadow: td?.stats ?? null, teardown };
 }
 
 /**

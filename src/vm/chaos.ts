@@ -78,34 +78,40 @@ export async function chaos(vm: Vm, o: CoordinatorOptions): Promise<CoordinatorC
   while (o.running()) {
     await sleep(rng.int(2 * o.actionEveryMs) + 1);
     if (!o.running()) break;
-    const pick = rng.int(10);
-    if (pick < 3) {
-      const r = await vm.broadcastCpuid(randomCpuid(rng, { features: true }));
-      c.cpuidBroadcasts++;
-      c.cpuidRefused += r.refused.length;
-    } else if (pick < 5 && vm.shadow) {
-      // Watch 2 ms after the wait: vCPUs that re-enter must do so on new roots.
-      const z = await vm.zapAllFast({ watchMs: 2 });
-      c.zapAlls++;
-      c.waitsChecked++;
-      c.lost.push(...z.lostInvalidations);
-      if (o.live) o.live.lost += z.lostInvalidations.length;
-    } else if (pick < 7 && vm.editTarget) {
-      vm.flipEditTarget();
-      c.tableEdits++;
-    } else {
-      const reload = rng.chance(0.5);
-      const wait = rng.chance(0.5);
-      const seq = nextRequestSeqs(vm.records);
-      await vm.makeAllCpusRequest(reload ? REQ.MMU_RELOAD : REQ.TLB_FLUSH, { wait });
-      if (reload) c.reloads++;
-      else c.flushes++;
-      if (wait) {
+    try {
+      const pick = rng.int(10);
+      if (pick < 3) {
+        const r = await vm.broadcastCpuid(randomCpuid(rng, { features: true }));
+        c.cpuidBroadcasts++;
+        c.cpuidRefused += r.refused.length;
+      } else if (pick < 5 && vm.shadow) {
+        // Watch 2 ms after the wait: vCPUs that re-enter must do so on new roots.
+        const z = await vm.zapAllFast({ watchMs: 2 });
+        c.zapAlls++;
         c.waitsChecked++;
-        const lost = checkAfterWait(vm.records, vm.records.keys(), seq);
-        c.lost.push(...lost);
-        if (o.live) o.live.lost += lost.length;
+        c.lost.push(...z.lostInvalidations);
+        if (o.live) o.live.lost += z.lostInvalidations.length;
+      } else if (pick < 7 && vm.editTarget) {
+        vm.flipEditTarget();
+        c.tableEdits++;
+      } else {
+        const reload = rng.chance(0.5);
+        const wait = rng.chance(0.5);
+        const seq = nextRequestSeqs(vm.records);
+        await vm.makeAllCpusRequest(reload ? REQ.MMU_RELOAD : REQ.TLB_FLUSH, { wait });
+        if (reload) c.reloads++;
+        else c.flushes++;
+        if (wait) {
+          c.waitsChecked++;
+          const lost = checkAfterWait(vm.records, vm.records.keys(), seq);
+          c.lost.push(...lost);
+          if (o.live) o.live.lost += lost.length;
+        }
       }
+    } catch (e) {
+      // A vCPU thread died (a checker's crash is a finding, reported with the dead threads): stop driving this VM.
+      if (vm.dead.size > 0) break;
+      throw e;
     }
   }
   return c;

@@ -30,12 +30,25 @@ describe('stress command', () => {
     expect(doc.results[0]!.invariants[0]!.observable).toBeGreaterThan(0);
   }, 120_000);
 
+  it('--stop-on ends the run at the first finding of the named invariant and prints the time to detection', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stress-'));
+    const report = join(dir, 'r.json');
+    const r = run('--vcpus', '3', '--seconds', '30', '--strategy', 'valid-bit', '--policy', 'strict', '--mutant', 'request-no-kick', '--stop-on', '5', '--report', report);
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/time to detection: \d+\.\d s/);
+    expect(r.stdout).toMatch(/VIOLATION: seed 1, strategy valid-bit, 3 vCPUs: .*5\. no lost invalidation/);
+    const doc = JSON.parse(readFileSync(report, 'utf8')) as { results: { elapsedMs: number; detectedAtMs: number }[] };
+    expect(doc.results[0]!.detectedAtMs).toBeLessThan(30_000);
+    expect(doc.results[0]!.elapsedMs).toBeLessThan(30_000);
+  }, 120_000);
+
   it.each([
     [['--check', 'bogus'], /--check: expected one of full, sampled, off, got "bogus"/],
     [['--mutant', 'nope'], /--mutant: expected one of reload-ignored/],
     [['--vcpus', '0'], /--vcpus: expected an integer in 1\.\.4096, got "0"/],
     [['--hosts', 'intel-ept,vmware'], /--hosts: expected one of intel-ept, amd-npt, shadow, got "vmware"/],
     [['--strategy', 'magic'], /strategy/],
+    [['--stop-on', '9'], /--stop-on: expected an integer in 1\.\.8, got "9"/],
   ])('bad input %j exits 2 with a message and no stack trace', (args, msg) => {
     const r = run(...args);
     expect(r.status).toBe(2);

@@ -41,7 +41,10 @@ describe('stress (real vCPU threads)', () => {
         const r = await stressStrategy({ ...base, policy, mutant: name, seed: SEED + attempt }, 'valid-bit', 0);
         const i = inv(r, m.invariant);
         caught = i.latent + i.observable;
-        tries.push(`attempt ${attempt}: ${i.checked} checks, ${r.guestOps} ops`);
+        // A page of the wrong role handed out can also crash the thread before the lookup
+        // assertion fires (a walk through it): a dead thread is invariant 4, the same failure seen later.
+        if (m.invariant === 3) caught += Object.keys(r.crashed).length;
+        tries.push(`attempt ${attempt}: ${i.checked} checks, ${r.guestOps} ops, crashed ${JSON.stringify(r.crashed)}`);
       }
       expect(caught, `${name}: ${tries.join('; ')} ${ctx}`).toBeGreaterThan(0);
     }, 180_000);

@@ -65,6 +65,7 @@ export function registerStress(program: Command): void {
     .option('--seed <N>', 'workload and coordinator seed', intIn('--seed', 0, 0xffffffff), 1)
     .option('--stop-on-violation', 'end each strategy at its first observable violation and report the time to detection')
     .option('--stop-on <IDS>', 'end each strategy at the first finding (latent or observable) of these invariants, e.g. 5 or 3,4', (t: string) => t.split(',').map((x) => intIn('--stop-on', 1, 8)(x.trim())))
+    .option('--last-events <N>', 'trace ring per vCPU (events kept) for the last events printed with a finding; 0: no trace', intIn('--last-events', 0, 1_000_000), 256)
     .option('--report <FILE>', 'write the full results (every counter, the first findings) as JSON; also after Ctrl-C')
     .option('--json', 'print the results as JSON instead of the table')
     .addHelpText(
@@ -91,6 +92,7 @@ export function registerStress(program: Command): void {
       json?: boolean;
       stopOnViolation?: boolean;
       stopOn?: number[];
+      lastEvents: number;
     }) => {
       const strategies: StrategyName[] = opts.strategy === 'all' ? [...STRATEGY_NAMES] : [parseStrategy(opts.strategy).name];
       const hosts = opts.hosts.split(',').map((h) => oneOf('--hosts', HOST_FLAVOURS)(h.trim())) as HostFlavour[];
@@ -130,6 +132,7 @@ export function registerStress(program: Command): void {
         hosts,
         mutant,
         stopOnViolation: opts.stopOn ?? opts.stopOnViolation,
+        traceEvents: opts.lastEvents,
         shouldStop: () => interrupted,
         onProgress: (p) => {
           const rate = Math.round(p.ops / Math.max(p.elapsedMs / 1000, 1e-3));
@@ -152,7 +155,12 @@ export function registerStress(program: Command): void {
       else {
         console.log(formatStressTable(results, useColor()));
         console.log('');
-        for (const r of results) for (const f of representative(r.findings, 6)) console.log(`  [${r.strategy}] ${f.invariant} (${f.severity}), vCPU ${f.vcpu}: ${f.detail}`);
+        for (const r of results) {
+          for (const f of representative(r.findings, 6)) {
+            console.log(`  [${r.strategy}] ${f.invariant} (${f.severity}), vCPU ${f.vcpu}: ${f.detail}`);
+            if (f.events?.length) console.log(`    last events of vCPU ${f.vcpu} when the run ended (--stop-on-violation ends it near the finding):\n${f.events.map((e) => `      ${e}`).join('\n')}`);
+          }
+        }
         console.log('');
         if (opts.stopOnViolation || opts.stopOn) for (const r of results) console.log(`  [${r.strategy}] time to detection: ${r.detectedAtMs === null ? 'none' : `${(r.detectedAtMs / 1000).toFixed(1)} s`}`);
         for (const r of results.filter((x) => observableViolations(x) > 0)) {

@@ -63,6 +63,8 @@ export interface FindingWire {
   readonly mmu: string;
   readonly op: number;
   readonly detail: string;
+  /** The vCPU's last traced events before the end of the run, when the run kept a trace (stress). */
+  readonly events?: readonly string[];
 }
 
 /** What a vCPU worker exposes. Every method returns a result; none throws. */

@@ -57,6 +57,8 @@ export interface StressOptions {
   readonly stopOnViolation?: boolean | readonly number[];
   /** Checked with the clock: true ends the current strategy and skips the rest (Ctrl-C). */
   readonly shouldStop?: () => boolean;
+  /** Keep each vCPU's last N traced events (0/undefined: no trace) to print with its findings. */
+  readonly traceEvents?: number;
 }
 
 export interface StressProgress {
@@ -151,6 +153,8 @@ export async function stressStrategy(o: StressOptions, strategy: StrategyName, i
           mutant: o.mutant,
           shadow: { prove: o.check === 'full' },
           startPaused: true,
+          // Small rings: the last events of a vCPU behind a finding, for the report.
+          trace: o.traceEvents ? { capacity: o.traceEvents } : undefined,
         }),
       );
     }

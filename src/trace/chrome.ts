@@ -168,3 +168,19 @@ export const chromeTraceText = (source: TraceSet | TraceRingsHandle, o: ChromeTr
 
 /** Write the trace of every ring to `path` as Chrome Trace Event JSON; returns characters written. */
 export const writeChromeTrace = (path: string, source: TraceSet | TraceRingsHandle, o: ChromeTraceOptions = {}): number => writeChunks(path, chromeTraceChunks(source, o));
+
+/**
+ * The last `n` events of vCPU `vcpu`'s track, one line each (ms since the
+ * first event of the set, name, duration, arguments): what a report prints
+ * next to a finding.
+ */
+export function lastEvents(source: TraceSet | TraceRingsHandle, vcpu: number, n: number, o: ChromeTraceOptions = {}): string[] {
+  const { tracks } = tracksOf(traceSetOf(source));
+  const track = tracks.find((t) => t.vcpu === vcpu);
+  if (!track) return [];
+  const events = [...trackEvents(track, o)].filter((e) => e.ph !== 'M').slice(-n);
+  return events.map((e) => {
+    const args = e.args && Object.keys(e.args).length ? ` ${JSON.stringify(e.args)}` : '';
+    return `${(e.ts / 1000).toFixed(3)} ms ${e.name}${e.dur !== undefined ? ` (${e.dur} µs)` : ''}${args}`;
+  });
+}

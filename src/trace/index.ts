@@ -42,5 +42,5 @@ export {
 export { Tracer } from './tracer.js';
 export type { ShadowTracer } from './shadow-tracer.js';
 export { traceSetOf, tracksOf, mergeByTime, type TraceSet, type Track } from './collect.js';
-export { chromeTraceChunks, chromeTraceText, writeChromeTrace, requestNames, type ChromeTraceOptions, type ChromeEvent } from './chrome.js';
+export { chromeTraceChunks, chromeTraceText, writeChromeTrace, requestNames, lastEvents, type ChromeTraceOptions, type ChromeEvent } from './chrome.js';
 export { ftraceChunks, ftraceText, writeFtrace, ftraceLine, kvmmmuBody, pluginRoleText, printFlags, PFERR_FLAGS, type FtraceOptions, type FtraceStyle } from './ftrace.js';

@@ -17,6 +17,10 @@ import { randomCpuid } from '../workload/random-cpuid.js';
 import { Rng } from '../workload/rng.js';
 import { Vm, type VmOptions, type WriteTraceOptions } from './vm.js';
 import type { ShadowCounters } from '../shadow/index.js';
+import { lastEvents } from '../trace/chrome.js';
+
+/** Events shown for the vCPU behind a finding (the last ones its ring kept). */
+export const LAST_EVENTS = 8;
 
 export interface ChaosOptions {
   /** How long the vCPUs run (ms). */
@@ -129,8 +133,17 @@ export async function collectRun(vm: Vm, c: CoordinatorCounts, strategy: Strateg
     const f = await vm.call(id, 'findings');
     if (f.ok) all.push(...f.value);
   }
-  const findings = representative(all, perVcpu * Math.max(1, vm.vcpus));
+  const picked = representative(all, perVcpu * Math.max(1, vm.vcpus));
   const stats = await vm.destroy();
+  // The last events of the vCPU behind the first finding of each kind, when the VM kept a trace.
+  const rings = vm.traceRings;
+  const seen = new Set<string>();
+  const findings = picked.map((f) => {
+    const key = `${f.invariant}/${f.severity}`;
+    if (!rings || f.vcpu < 0 || f.severity !== 'observable' || seen.has(key)) return f;
+    seen.add(key);
+    return { ...f, events: lastEvents(rings, f.vcpu, LAST_EVENTS) };
+  });
   const t = vm.shadowTeardown;
   const teardown = t
     ? [

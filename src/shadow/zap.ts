@@ -206,19 +206,29 @@ export function trackedWrite(vm: ShadowVm, agent: number, gpa: number): number {
 /** kvm_zap_obsolete_pages: zap old-generation pages from the old end of the FIFO. Requires mmu_lock. */
 export function zapObsoletePages(vm: ShadowVm, agent: number): number {
   vm.assertLocked(agent, 'kvm_zap_obsolete_pages');
+  // FIFO: no obsolete valid page is newer than a page of the current generation.
+  return zapActive(vm, agent, 'oldest-first', (p) => !vm.isObsolete(p));
+}
+
+/**
+ * Zap the valid pages of active_mmu_pages from one end, restarting from that
+ * end whenever a zap unlinked children (the list changed under the walk), until
+ * the end of the list or the first page `stop` accepts; one commit at the end.
+ */
+function zapActive(vm: ShadowVm, agent: number, from: 'oldest-first' | 'newest-first', stop: (p: number) => boolean = () => false): number {
   const invalid: InvalidList = [];
   let total = 0;
+  const oldestFirst = from === 'oldest-first';
   restart: for (;;) {
-    for (let p = vm.h.activeTail[0]!; p !== NIL; ) {
-      const prev = vm.i32[p * vm.sw32 + vm.oListPrev]!;
-      // FIFO: no obsolete valid page is newer than a page of the current generation.
-      if (!vm.isObsolete(p)) break;
+    for (let p = oldestFirst ? vm.h.activeTail[0]! : vm.h.activeHead[0]!; p !== NIL; ) {
+      const after = vm.i32[p * vm.sw32 + (oldestFirst ? vm.oListPrev : vm.oListNext)]!;
+      if (stop(p)) break;
       if (!(vm.roleOf(p) & PR.INVALID)) {
         const r = prepareZapPage(vm, agent, p, invalid);
         total += r.zapped;
         if (r.children > 0) continue restart;
       }
-      p = prev;
+      p = after;
     }
     break;
   }
@@ -293,20 +303,5 @@ export async function zapAll(vm: ShadowVm, agent: number): Promise<number> {
 /** kvm_mmu_zap_all's body, for callers that hold mmu_lock (an in-thread host). */
 export function zapAllLocked(vm: ShadowVm, agent: number): number {
   vm.assertLocked(agent, 'kvm_mmu_zap_all');
-  const invalid: InvalidList = [];
-  let total = 0;
-  restart: for (;;) {
-    for (let p = vm.h.activeHead[0]!; p !== NIL; ) {
-      const next = vm.i32[p * vm.sw32 + vm.oListNext]!;
-      if (!(vm.roleOf(p) & PR.INVALID)) {
-        const r = prepareZapPage(vm, agent, p, invalid);
-        total += r.zapped;
-        if (r.children > 0) continue restart;
-      }
-      p = next;
-    }
-    break;
-  }
-  commitZapPage(vm, agent, invalid);
-  return total;
+  return zapActive(vm, agent, 'newest-first');
 }

@@ -8,14 +8,13 @@
  * teardown every root count is zero and every page is free again.
  * Seeds are printed on failure.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { ctx, SEED, vmPerTest } from './fixture.js';
 import { DEFAULT_CPUID } from '../../src/cpuid/cpuid.js';
 import { DEFAULT_HOST, type HostSettings } from '../../src/role/host.js';
 import { Rng } from '../../src/workload/rng.js';
-import { Vm, type VmOptions } from '../../src/vm/vm.js';
+import type { Vm } from '../../src/vm/vm.js';
 
-const SEED = Number(process.env.KVM_MMU_EMU_SEED ?? Date.now() % 1_000_000);
-const ctx = `(seed ${SEED}; rerun with KVM_MMU_EMU_SEED=${SEED})`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const HOSTS: Record<string, HostSettings> = {
@@ -24,15 +23,7 @@ const HOSTS: Record<string, HostSettings> = {
   shadow: { ...DEFAULT_HOST, tdpEnabled: false },
 };
 
-let vm: Vm | null = null;
-async function createVm(o: VmOptions): Promise<Vm> {
-  vm = await Vm.create({ seed: SEED, policy: 'legacy', ...o });
-  return vm;
-}
-afterEach(async () => {
-  await vm?.destroy();
-  vm = null;
-});
+const createVm = vmPerTest({ policy: 'legacy' });
 
 /** Every root given back, every page free, the audit clean. */
 function expectCleanTeardown(v: Vm): void {

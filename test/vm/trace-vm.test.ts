@@ -12,26 +12,16 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ctx, SEED, vmPerTest } from './fixture.js';
 import { DEFAULT_CPUID } from '../../src/cpuid/cpuid.js';
 import { DEFAULT_HOST } from '../../src/role/host.js';
 import type { ChromeEvent } from '../../src/trace/index.js';
 import { REQ } from '../../src/vcpu/requests.js';
-import { Vm, type VmOptions } from '../../src/vm/vm.js';
 
-const SEED = Number(process.env.KVM_MMU_EMU_SEED ?? Date.now() % 1_000_000);
-const ctx = `(seed ${SEED}; rerun with KVM_MMU_EMU_SEED=${SEED})`;
 const dir = mkdtempSync(join(tmpdir(), 'kvm-mmu-emu-trace-vm-'));
 
-let vm: Vm | null = null;
-async function createVm(o: VmOptions): Promise<Vm> {
-  vm = await Vm.create({ seed: SEED, policy: 'legacy', ...o });
-  return vm;
-}
-afterEach(async () => {
-  await vm?.destroy();
-  vm = null;
-});
+const createVm = vmPerTest({ policy: 'legacy' });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const waitFor = async (cond: () => boolean, what: string, ms = 30_000) => {

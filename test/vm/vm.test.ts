@@ -3,25 +3,15 @@
  * broadcasts, waiting requests, halted vCPUs, the CPUID policies, the
  * control plane, and a worker that dies. Seeds are printed on failure.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { ctx, SEED, vmPerTest } from './fixture.js';
 import { DEFAULT_CPUID } from '../../src/cpuid/cpuid.js';
 import { MODE, REQ } from '../../src/vcpu/requests.js';
 import { Rng } from '../../src/workload/rng.js';
 import { BroadcastError } from '../../src/vm/wait.js';
-import { Vm, type VmOptions } from '../../src/vm/vm.js';
 
-const SEED = Number(process.env.KVM_MMU_EMU_SEED ?? Date.now() % 1_000_000);
-const ctx = `(seed ${SEED}; rerun with KVM_MMU_EMU_SEED=${SEED})`;
 
-let vm: Vm | null = null;
-async function createVm(o: VmOptions): Promise<Vm> {
-  vm = await Vm.create({ seed: SEED, ...o });
-  return vm;
-}
-afterEach(async () => {
-  await vm?.destroy();
-  vm = null;
-});
+const createVm = vmPerTest({});
 
 const waitFor = async (cond: () => boolean, what: string, ms = 20_000) => {
   const end = Date.now() + ms;
@@ -122,8 +112,8 @@ describe('VM with real workers', () => {
     expect(rpc.ok ? 'ok' : rpc.code).toBe('VCPU_DEAD');
     const ok = await v.broadcastCpuid({ ...DEFAULT_CPUID, maxPhyAddr: 43 }, [0, 1, 3]);
     expect(ok.applied).toEqual([0, 1, 3]);
+    // destroy() is idempotent: the fixture's second call returns the same totals.
     const totals = await v.destroy();
-    vm = null;
     expect(totals.guestOps).toBeGreaterThan(2000);
     expect(v.vcpuStats(2).guestOps).toBeGreaterThanOrEqual(2000);
   });

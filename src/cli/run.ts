@@ -8,6 +8,7 @@ import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
 import { DEFAULT_TOUR, runTour, TOUR_HOSTS } from '../workload/role-tour.js';
 import { runChaos } from '../vm/chaos.js';
 import { traceFileName } from '../trace/files.js';
+import { LayoutError } from '../layout/layout.js';
 import { invariantsOf, sumCounts, sumStats, type InvariantResult } from '../stress/stress.js';
 import { MAX_VCPUS } from '../vm/vm.js';
 import { VCPU_STATS, type VcpuStat } from '../vcpu/vcpu-layout.js';
@@ -222,6 +223,8 @@ async function runScenarioFile(opts: RunOptions, file: string, cmd: Command, tra
     process.exitCode = EXIT.OK;
   } catch (e) {
     if (e instanceof ScenarioError) throw new UsageError(e.message);
+    // Trace rings that do not fit (src/trace/ring.ts names the largest ring size that would).
+    if (e instanceof LayoutError && e.message.startsWith('trace rings:')) throw new UsageError(`--trace-events: ${e.message}`);
     throw e;
   }
 }

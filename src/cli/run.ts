@@ -111,14 +111,14 @@ function roleConclusion(results: readonly RunRow[]): string {
   const latent = (r: RunRow) => r.stats.missedRebuildLatent + r.stats.invalidReadLatent;
   const parts: string[] = [];
   for (const r of results.filter((x) => observable(x) > 0)) {
-    const first = r.findings.find((f) => f.severity === 'observable');
+    const first = r.findings.find((f) => f.severity === 'observable' && (f.invariant === 'no-invalid-role-reads' || f.invariant === 'effective-invalidation'));
     parts.push(
       `${r.strategy} is observably wrong: ${r.stats.invalidReadObservable} read(s) of an invalidated role returned a wrong value and ` +
         `${r.stats.missedRebuildObservable} missed rebuild(s) changed products${first ? ` (e.g. ${first.detail})` : ''}`,
     );
   }
   const clean = results.filter((x) => observable(x) === 0).map((x) => x.strategy);
-  if (clean.length) parts.push(`no observable problem under ${clean.join(', ')}`);
+  if (clean.length) parts.push(`no observable role-checker finding (invariants 7, 8) under ${clean.join(', ')}`);
   const lat = results.filter((x) => latent(x) > 0).map((x) => `${x.strategy} ${x.stats.missedRebuildLatent} missed rebuild(s) + ${x.stats.invalidReadLatent} invalid-role read(s)`);
   if (lat.length) parts.push(`latent (same values, still a design smell): ${lat.join(', ')}`);
   return parts.join('; ') + '.';

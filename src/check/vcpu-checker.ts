@@ -32,7 +32,7 @@ import { PAGE_STATE, type ShadowVm } from '../shadow/index.js';
 import type { FindingWire } from '../rpc/protocol.js';
 import { CHECK_STATS } from '../vcpu/vcpu-layout.js';
 import { expectedFrame, type EditTarget, type VmRecord } from '../vm/vm-layout.js';
-import type { AccessOutcome } from '../vcpu/shadow-mmu.js';
+import type { AccessOutcome } from '../vcpu/access.js';
 
 export type CheckLevel = 'full' | 'sampled' | 'off';
 export const CHECK_LEVELS: readonly CheckLevel[] = ['full', 'sampled', 'off'];

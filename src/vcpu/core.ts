@@ -147,7 +147,8 @@ export class VcpuCore implements GuestView {
     this.policy = o.policy;
     this.program = o.program;
     this.onGuestAccess = o.onGuestAccess;
-    this.access = o.memory ? new GuestAccess(o.memory) : null;
+    // With a shadow cache the accesses go through it (its own walker is the CPU's); else they are walked only.
+    this.access = o.memory && !o.shadow ? new GuestAccess(o.memory) : null;
     this.shadow = o.shadow ?? null;
     this.mmu = new VcpuMmu({ host: o.host, cpuid: o.cpuid, strategy: o.strategy, roleStorage: o.record.roles });
     this.tracer = o.tracer;

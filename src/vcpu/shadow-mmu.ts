@@ -29,8 +29,7 @@ import type { MmuContext } from '../mmu/context.js';
 import type { VcpuMmu } from '../mmu/vcpu-mmu.js';
 import { PFERR } from '../paging/format.js';
 import type { WalkEnv } from '../paging/permission.js';
-import { gvaToGpa } from '../paging/walker.js';
-import { GuestWalker, nestedTdp, type NestedTdp, type WalkFault, type WalkRoot } from '../paging/walker-state.js';
+import { GuestWalker, type WalkRoot } from '../paging/walker-state.js';
 import {
   INVALID_PAGE,
   mmuReload,
@@ -48,15 +47,13 @@ import {
   type ShadowVm,
 } from '../shadow/index.js';
 import type { GuestOp } from './guest-ops.js';
+import { faultOutcome, GuestAccess, type AccessOutcome, type WalkingVcpu } from './access.js';
 import { makeRequest, REQ } from './requests.js';
 import type { VcpuRecord } from './vcpu-layout.js';
 
 /** What the shadow side needs from the vCPU core (a structural view, no import cycle). */
-export interface ShadowVcpuView {
-  readonly mmu: VcpuMmu;
+export interface ShadowVcpuView extends WalkingVcpu {
   readonly rec: VcpuRecord;
-  readonly cr3: bigint;
-  readonly nestedRoot: bigint;
   count(stat: 'accesses' | 'pageFaults' | 'nestedFaults' | 'shadowHits' | 'shadowExits' | 'emulatedWrites' | 'mmioAccesses' | 'shadowNoPages', n?: number): void;
 }
 
@@ -72,25 +69,6 @@ export interface PendingFault {
   readonly ctx: MmuContext;
 }
 
-/** How an access ended, for checkers (mutated in place: no allocation per access). */
-export interface AccessOutcome {
-  /** gpa: translated to `gpa`; fault: a guest (or nested) page fault; other: emulated, MMIO or no pages. */
-  kind: 'gpa' | 'fault' | 'other';
-  gpa: number;
-  errorCode: number;
-  nested: boolean;
-}
-
-export const newOutcome = (): AccessOutcome => ({ kind: 'other', gpa: -1, errorCode: 0, nested: false });
-
-/** Record a guest fault in an outcome. */
-export function faultOutcome(o: AccessOutcome, f: WalkFault): void {
-  o.kind = 'fault';
-  o.gpa = -1;
-  o.errorCode = f.errorCode;
-  o.nested = f.nested;
-}
-
 /** What the fault exit asks the core to do with the access. */
 export type FaultDisposition = 'retry' | 'done';
 
@@ -98,29 +76,28 @@ export class VcpuShadow {
   readonly rootRoots = new RootSet();
   readonly guestRoots = new RootSet();
   private readonly scratch = new WalkScratch();
-  private readonly walker = new GuestWalker();
+  /** The CPU's own walk of the guest's tables (TDP, nested TDP). */
+  private readonly hardware: GuestAccess;
   private readonly faultWalker = new GuestWalker();
   private readonly env: WalkEnv = { pfec: 0, cpl: 0, eflagsAc: false, pkru: 0 };
-  private readonly root: WalkRoot = { pgd: 0n, pdptes: null };
   private readonly guestRoot: WalkRoot = { pgd: 0n, pdptes: null };
-  private nested: NestedTdp | null = null;
-  private nestedRootPgd = -1n;
-  /** How the last completed access ended. */
-  readonly outcome: AccessOutcome = newOutcome();
+  /** How the last completed access ended (shared with the hardware walk, which records its faults there). */
+  readonly outcome: AccessOutcome;
   /** The last handleFault's FaultResult kind ('retry' for a fault dropped before the handler) and PFERR error code (for the trace). */
   lastFaultKind: FaultResult['kind'] = 'retry';
   lastFaultErrorCode = 0;
-  private view: ShadowVcpuView | null = null;
 
   constructor(
     readonly vm: ShadowVm,
     readonly agent: number,
     readonly memory: GuestMemory,
-  ) {}
+  ) {
+    this.hardware = new GuestAccess(memory);
+    this.outcome = this.hardware.outcome;
+  }
 
   /** Install kvm_mmu_unload and __kvm_mmu_new_pgd on the vCPU's MMU. */
   attach(view: ShadowVcpuView): void {
-    this.view = view;
     const v = view.mmu;
     v.hooks.unload = () => this.unload(v);
     v.hooks.newPgd = (_v, pgd, role) => {
@@ -189,23 +166,15 @@ export class VcpuShadow {
    * (translated, or a guest fault the CPU delivers itself), or the VM exit.
    */
   inGuest(view: ShadowVcpuView, op: Access): PendingFault | null {
-    view.count('accesses');
     const v = view.mmu;
     const ctx = v.mmu;
-    let env = this.envFor(op, v.walkMmu);
     let addr = op.gva;
     if (ctx.directMap || v.isNested()) {
-      // The CPU walks the guest's (or L2's) tables itself.
-      this.root.pgd = view.cr3;
-      const nested = v.isNested() ? this.nestedFor(view) : null;
-      if (!gvaToGpa(this.walker, v.walkMmu, this.memory, this.root, op.gva, env, nested, true)) {
-        faultOutcome(this.outcome, this.walker.fault);
-        view.count(this.walker.fault.nested ? 'nestedFaults' : 'pageFaults');
-        return null;
-      }
-      addr = this.walker.outerGpa;
-      env = this.envFor(op, ctx);
-    }
+      // The CPU walks the guest's (or L2's) tables itself; a fault there goes to the guest, no exit.
+      if (!this.hardware.run(view, op)) return null;
+      addr = this.hardware.outerGpa;
+    } else view.count('accesses');
+    const env = this.envFor(op, ctx);
     const t = translate(this.vm, this.agent, this.rootsOf(ctx), ctx, addr, env, this.scratch);
     if (t >= 0) {
       view.count('shadowHits');
@@ -264,21 +233,4 @@ export class VcpuShadow {
     }
   }
 
-  /** The guest_mmu side of L2's walk, rebuilt when the nested root changes. */
-  private nestedFor(view: ShadowVcpuView): NestedTdp {
-    if (!this.nested || this.nestedRootPgd !== view.nestedRoot || this.nested.mmu !== view.mmu.guestMmu) {
-      this.nested = nestedTdp(view.mmu.guestMmu, { pgd: view.nestedRoot, pdptes: null });
-      this.nestedRootPgd = view.nestedRoot;
-    }
-    return this.nested;
-  }
-
-  /** Pages this vCPU holds a root reference on (current, PAE, previous), for audits. */
-  heldRoots(): number[] {
-    return [...this.rootRoots.heldPages(), ...this.guestRoots.heldPages()];
-  }
-
-  get attachedTo(): ShadowVcpuView | null {
-    return this.view;
-  }
 }

@@ -13,7 +13,7 @@ import type { VcpuStat } from '../vcpu/vcpu-layout.js';
 import { VCPU_STATS } from '../vcpu/vcpu-layout.js';
 import { traceFileName } from '../trace/files.js';
 import { invariantsOf, type InvariantResult } from '../stress/stress.js';
-import type { ShadowCounters } from '../shadow/index.js';
+import { teardownProblems, type ShadowCounters } from '../shadow/index.js';
 import { Vm } from '../vm/vm.js';
 import { TOUR_HOSTS } from '../workload/role-tour.js';
 import { applyPatch, regsWire, runEvent, type EventOutcome, type EventTarget } from './events.js';
@@ -161,7 +161,7 @@ async function runOnHost(s: Scenario, strategy: StrategyName, host: HostFlavour,
   }
   const dead = Object.fromEntries([...vm.dead].map(([id, why]) => [`${host}/${id}`, why]));
   const td = vm.shadowTeardown;
-  const teardown = td ? td.rootsLeft.size + td.audit.length + (td.freePages !== td.capacity ? 1 : 0) : 0;
+  const teardown = td ? teardownProblems(td).length : 0;
   return { host, stats, elapsedMs: timeline.elapsedMs, cpuidBroadcasts: target.cpuidBroadcasts, findings, events: timeline.outcomes, dead, shadow: td?.stats ?? null, teardown };
 }
 

@@ -35,7 +35,6 @@ export {
   zapAllFast,
   zapAllFastFlip,
   zapAll,
-  zapAllLocked,
   zapObsoletePages,
   zapOldestPages,
   changeMaxPages,
@@ -49,3 +48,4 @@ export {
 export { spteMasksFor, makeSpte, makeNonleafSpte, type SpteMasks } from './spte-format.js';
 export { audit, auditLocked } from './audit.js';
 export { agentStats, vmStats, vmGauges, type ShadowCounters, type ShadowGauges } from './stats.js';
+export { teardownCache, teardownProblems, type ShadowTeardown } from './teardown.js';

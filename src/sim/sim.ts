@@ -22,14 +22,14 @@ import { mutant, setMutant } from '../check/mutants.js';
 import { DEFAULT_CPUID } from '../cpuid/cpuid.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { STRATEGIES } from '../mmu/strategies.js';
-import { audit, reclaimLimbo, ShadowVm, trackedWrite, zapAllFastFlip, zapAllLocked, zapObsoletePages } from '../shadow/index.js';
+import { reclaimLimbo, ShadowVm, teardownCache, teardownProblems, trackedWrite, zapAllFastFlip, zapObsoletePages } from '../shadow/index.js';
 import { STRESS_MIX } from '../stress/stress.js';
 import { allocateTraceRings, Tracer, type TraceRingsHandle } from '../trace/index.js';
 import type { VcpuCore } from '../vcpu/core.js';
 import { REQ } from '../vcpu/requests.js';
 import { startVcpu } from '../vcpu/task.js';
-import { allocateVcpus, bindVcpu, REG_INDEX, STAT_INDEX, type VcpuRecord } from '../vcpu/vcpu-layout.js';
-import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, type AckWait } from '../vm/requests.js';
+import { allocateVcpus, bindVcpu, REG_INDEX, STAT_INDEX, type VcpuRecord, type VcpuStat } from '../vcpu/vcpu-layout.js';
+import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, remoteRequestHooks, type AckWait } from '../vm/requests.js';
 import { allocateVmRecord, bindVmRecord, expectedFrame, type EditTarget } from '../vm/vm-layout.js';
 import { defaultMmuPages, programSeed } from '../vm/vm.js';
 import { buildGuestTables, DEFAULT_GUEST_TABLES, prepareEditTarget, remapEverywhere } from '../workload/guest-tables.js';
@@ -37,6 +37,8 @@ import { randomCpuid } from '../workload/random-cpuid.js';
 import { TOUR_HOSTS } from '../workload/role-tour.js';
 import { Rng } from '../workload/rng.js';
 import { makeScheduler } from './scheduler.js';
+import { INVARIANTS, sumOf } from '../check/invariants.js';
+import type { VcpuCheckStat } from '../check/vcpu-checker.js';
 import { adWritePoint } from '../paging/accessed-dirty.js';
 import { encodeToken, type SimInvariant, type SimParams } from './token.js';
 
@@ -84,16 +86,13 @@ type Phase =
   | { kind: 'wait-cpuid'; epoch: number }
   | { kind: 'edit-commit'; leaves: number[] };
 
+/** A vCPU counter as its checkers hold it now (the shared record is published only when the core leaves). */
+const counterOf = (c: VcpuCore, k: VcpuStat): number => c.checker?.counts[k as VcpuCheckStat] ?? c.checkCounts?.[k] ?? 0;
+
 /** The invariants the vCPU-side checkers count observable violations of, and where each count is. */
-const VCPU_OBSERVABLE: readonly (readonly [SimInvariant, (c: VcpuCore) => number])[] = [
-  ['fresh-configuration', (c) => c.checker?.counts.freshObservable ?? 0],
-  ['correct-accesses', (c) => c.checker?.counts.accessMismatches ?? 0],
-  ['shadow-sharing', (c) => c.checker?.counts.sharingViolations ?? 0],
-  ['no-use-after-free', (c) => c.checker?.counts.useAfterFree ?? 0],
-  ['tlb-coherence', (c) => c.checker?.counts.staleTranslations ?? 0],
-  ['effective-invalidation', (c) => c.checkCounts?.missedRebuildObservable ?? 0],
-  ['no-invalid-role-reads', (c) => c.checkCounts?.invalidReadObservable ?? 0],
-];
+const VCPU_OBSERVABLE: readonly (readonly [SimInvariant, (c: VcpuCore) => number])[] = INVARIANTS.filter((d) => d.observable.length > 0).map(
+  (d) => [d.finding, (c: VcpuCore) => sumOf((k) => counterOf(c, k), d.observable)] as const,
+);
 
 export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
   const keep = o.keepTrace ?? true;
@@ -116,8 +115,7 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
   const coordinator = p.vcpus;
   const coordTracer = rings ? Tracer.attach(rings, 'coordinator', clock) : undefined;
   shadow.setHooks(coordinator, {
-    reloadRemoteMmus: () => void makeAllCpusRequest(records, REQ.MMU_RELOAD),
-    flushRemoteTlbs: () => void makeAllCpusRequest(records, REQ.TLB_FLUSH),
+    ...remoteRequestHooks(records),
     trace: coordTracer,
   });
   const started = records.map((_, id) =>
@@ -347,14 +345,7 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
   // count is left, zap all, reclaim, and the cache audits clean.
   if (!violation) {
     for (const c of cores) c.shutdown();
-    const problems: string[] = [];
-    for (let pg = 0; pg < shadow.capacity; pg++) if (shadow.rootCountOf(pg) !== 0) problems.push(`page ${pg} still has ${shadow.rootCountOf(pg)} root reference(s) after every vCPU stopped`);
-    shadow.lock.with(coordinator, () => {
-      zapAllLocked(shadow, coordinator);
-      reclaimLimbo(shadow, coordinator);
-    });
-    problems.push(...audit(shadow));
-    if (shadow.freeCount !== shadow.capacity) problems.push(`${shadow.capacity - shadow.freeCount} of ${shadow.capacity} pages not free after teardown`);
+    const problems = teardownProblems(teardownCache(shadow, coordinator));
     step = Math.min(step - 1, p.steps);
     if (problems.length && !p.ignore.includes('no-use-after-free')) fail('no-use-after-free', `teardown: ${problems[0]}`);
     step++;

@@ -11,21 +11,13 @@
 import { isMutantName, type MutantName } from '../check/mutants.js';
 import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
 import type { SchedulerSpec } from './scheduler.js';
+import { INVARIANTS, type InvariantFinding } from '../check/invariants.js';
 
 export const SIM_HOSTS = ['intel-ept', 'amd-npt', 'shadow'] as const;
 
 /** The invariants a simulated run checks (and may be told to ignore), by their finding names. */
-export const SIM_INVARIANTS = [
-  'fresh-configuration',
-  'correct-accesses',
-  'shadow-sharing',
-  'no-use-after-free',
-  'no-lost-invalidation',
-  'tlb-coherence',
-  'no-invalid-role-reads',
-  'effective-invalidation',
-] as const;
-export type SimInvariant = (typeof SIM_INVARIANTS)[number];
+export const SIM_INVARIANTS: readonly InvariantFinding[] = INVARIANTS.map((d) => d.finding);
+export type SimInvariant = InvariantFinding;
 export type SimHost = (typeof SIM_HOSTS)[number];
 
 export interface SimParams {

@@ -18,8 +18,7 @@ import type { NestedKind } from './guest-ops.js';
 import { HostLoop, type HostLoopOptions } from './host-loop.js';
 import { bindVcpu } from './vcpu-layout.js';
 import { ShadowVm, type ShadowVmHandle } from '../shadow/index.js';
-import { makeAllCpusRequest } from '../vm/requests.js';
-import { REQ } from './requests.js';
+import { remoteRequestHooks } from '../vm/requests.js';
 import { VcpuShadow } from './shadow-mmu.js';
 import { setMutant, type MutantName } from '../check/mutants.js';
 import { VcpuChecker, type CheckLevel } from '../check/vcpu-checker.js';
@@ -84,8 +83,7 @@ function shadowFor(task: VcpuTask, memory: GuestMemory | undefined, tracer: Trac
   const n = task.vcpuCount ?? 1;
   const records = Array.from({ length: n }, (_, i) => bindVcpu(task.vcpuBuffer, i));
   vm.setHooks(task.id, {
-    reloadRemoteMmus: () => void makeAllCpusRequest(records, REQ.MMU_RELOAD),
-    flushRemoteTlbs: () => void makeAllCpusRequest(records, REQ.TLB_FLUSH),
+    ...remoteRequestHooks(records),
     trace: tracer,
   });
   return new VcpuShadow(vm, task.id, memory);

@@ -16,7 +16,7 @@ import type { VcpuStat } from '../vcpu/vcpu-layout.js';
 import { randomCpuid } from '../workload/random-cpuid.js';
 import { Rng } from '../workload/rng.js';
 import { Vm, type VmOptions, type WriteTraceOptions } from './vm.js';
-import type { ShadowCounters } from '../shadow/index.js';
+import { teardownProblems, type ShadowCounters } from '../shadow/index.js';
 import { lastEvents } from '../trace/chrome.js';
 
 /** Events shown for the vCPU behind a finding (the last ones its ring kept). */
@@ -145,14 +145,7 @@ export async function collectRun(vm: Vm, c: CoordinatorCounts, strategy: Strateg
     return { ...f, events: lastEvents(rings, f.vcpu, LAST_EVENTS) };
   });
   const t = vm.shadowTeardown;
-  const teardown = t
-    ? [
-        ...[...t.rootsLeft].map(([p, n]) => `page ${p} still has ${n} root reference(s) after every vCPU stopped`),
-        ...t.audit,
-        ...(t.freePages !== t.capacity ? [`${t.capacity - t.freePages} of ${t.capacity} pages not free after teardown`] : []),
-      ]
-    : [];
-  return { findings, stats, shadow: t?.stats ?? null, teardown, dead: Object.fromEntries(vm.dead) };
+  return { findings, stats, shadow: t?.stats ?? null, teardown: t ? teardownProblems(t) : [], dead: Object.fromEntries(vm.dead) };
 }
 
 /**

@@ -78,3 +78,13 @@ export function postCpuid(records: readonly VcpuRecord[], cpuid: CpuidModel, epo
 
 /** Whether a target has handled (applied or refused) the CPUID posted with `epoch`. */
 export const cpuidHandled = (rec: VcpuRecord, epoch: number): boolean => Atomics.load(rec.cpuidAppliedEpoch, 0) >= epoch;
+
+/**
+ * The shadow cache's reach to the other vCPUs (src/shadow ShadowHooks):
+ * kvm_reload_remote_mmus and kvm_flush_remote_tlbs set the request on every
+ * vCPU and kick, without waiting (they run under mmu_lock).
+ */
+export const remoteRequestHooks = (records: readonly VcpuRecord[]): { reloadRemoteMmus(): void; flushRemoteTlbs(): void } => ({
+  reloadRemoteMmus: () => void makeAllCpusRequest(records, REQ.MMU_RELOAD),
+  flushRemoteTlbs: () => void makeAllCpusRequest(records, REQ.TLB_FLUSH),
+});

@@ -21,8 +21,8 @@ import { allocateVcpus, bindVcpu, STAT_INDEX, VCPU_STATS, type VcpuRecord, type 
 import type { OpMix } from '../workload/guest-program.js';
 import { buildGuestTables, DEFAULT_GUEST_TABLES, prepareEditTarget, remapEverywhere, type GuestTableSet } from '../workload/guest-tables.js';
 import { DEFAULT_GUEST_MEMORY_BYTES, GuestMemory } from '../memory/guest-memory.js';
-import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, requestAndKick, type AckWait } from './requests.js';
-import { audit, reclaimLimbo, ShadowVm, trackedWrite, vmGauges, vmStats, zapAll, zapAllFast, type ShadowCounters, type ShadowGauges } from '../shadow/index.js';
+import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, remoteRequestHooks, requestAndKick, type AckWait } from './requests.js';
+import { audit, ShadowVm, teardownCache, trackedWrite, vmGauges, vmStats, zapAll, zapAllFast, type ShadowCounters, type ShadowGauges, type ShadowTeardown } from '../shadow/index.js';
 import { waitAll, type AckWord } from './wait.js';
 import { checkAfterWait, nextRequestSeqs, type LostInvalidation } from '../check/lost-invalidation.js';
 import { mutant, setMutant, type MutantName } from '../check/mutants.js';
@@ -108,19 +108,6 @@ export const programSeed = (seed: number, id: number): number => (seed * 1_000_0
 /** kvm_mmu_calculate_default_mmu_pages: 20 per mille of guest pages, at least KVM_MIN_ALLOC_MMU_PAGES (64). */
 export const defaultMmuPages = (guestPages: number): number => Math.max(64, Math.floor((guestPages * 20) / 1000));
 
-/** What the shadow cache looked like after teardown: every root given back, every page free. */
-export interface ShadowTeardown {
-  readonly stats: ShadowCounters;
-  readonly gauges: ShadowGauges;
-  /** Pages whose root count was not zero after every vCPU stopped (page → count). */
-  readonly rootsLeft: ReadonlyMap<number, number>;
-  /** Audit violations (src/shadow/audit.ts), empty when consistent. */
-  readonly audit: readonly string[];
-  /** Free pages after zap-all and reclaim, and the arena's capacity (equal when nothing leaked). */
-  readonly freePages: number;
-  readonly capacity: number;
-}
-
 export interface CpuidBroadcastResult {
   readonly applied: number[];
   readonly identical: number[];
@@ -172,11 +159,10 @@ export class Vm {
     this.records = Array.from({ length: options.vcpus }, (_, i) => bindVcpu(buffer, i));
     this.shadowAgent = options.vcpus;
     this.tracer = traceRings ? Tracer.attach(traceRings, 'coordinator') : undefined;
-    this.editTarget = options.editTarget ? this.prepareEditTarget() : null;
+    this.editTarget = options.editTarget ? prepareEditTarget(this.memory, this.tables) : null;
     // The coordinator's own zaps reach the vCPUs like a vCPU's do: set, kick, never wait under the lock.
     this.shadow?.setHooks(this.shadowAgent, {
-      reloadRemoteMmus: () => void makeAllCpusRequest(this.records, REQ.MMU_RELOAD),
-      flushRemoteTlbs: () => void makeAllCpusRequest(this.records, REQ.TLB_FLUSH),
+      ...remoteRequestHooks(this.records),
       trace: this.tracer,
     });
     this.traceShadowPages();
@@ -410,10 +396,6 @@ export class Vm {
   }
 
   /** The last guest page of the address spaces, mapped to the first of two frames at the top of memory. */
-  private prepareEditTarget(): EditTarget {
-    return prepareEditTarget(this.memory, this.tables);
-  }
-
   /**
    * A guest page-table edit under the VM's edit seqlock: remap the edit
    * target in every address space to the other frame, then the write-tracking
@@ -613,30 +595,10 @@ export class Vm {
     clearTimeout(timer);
     for (const c of this.rpc) c.close();
     await this.pool.destroy();
-    if (this.shadow && this.dead.size === 0) this.shadowTeardown = await this.teardownShadow(this.shadow);
+    // kvm_mmu_uninit_vm: every vCPU gave its roots back (kvm_mmu_destroy) when it stopped.
+    if (this.shadow && this.dead.size === 0) this.shadowTeardown = teardownCache(this.shadow, this.shadowAgent);
     this.traceShadowPages();
     return this.totals();
   }
 
-  /**
-   * kvm_mmu_uninit_vm after every vCPU gave its roots back (kvm_mmu_destroy):
-   * no root count left, zap every page, reclaim, audit.
-   */
-  private async teardownShadow(shadow: ShadowVm): Promise<ShadowTeardown> {
-    const rootsLeft = new Map<number, number>();
-    for (let p = 0; p < shadow.capacity; p++) {
-      const n = shadow.rootCountOf(p);
-      if (n !== 0) rootsLeft.set(p, n);
-    }
-    await zapAll(shadow, this.shadowAgent);
-    shadow.lock.with(this.shadowAgent, () => reclaimLimbo(shadow, this.shadowAgent));
-    return {
-      stats: vmStats(shadow),
-      gauges: vmGauges(shadow),
-      rootsLeft,
-      audit: audit(shadow),
-      freePages: shadow.freeCount,
-      capacity: shadow.capacity,
-    };
-  }
 }

@@ -24,15 +24,13 @@ import type { MmuContext } from '../mmu/context.js';
 import { VcpuMmu } from '../mmu/vcpu-mmu.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { PFERR } from '../paging/format.js';
-import type { WalkEnv } from '../paging/permission.js';
-import { gvaToGpa } from '../paging/walker.js';
-import { GuestWalker, nestedTdp, type WalkRoot } from '../paging/walker-state.js';
 import { PR } from '../role/page-role.js';
 import { PAGE_STATE, type ShadowVm } from '../shadow/index.js';
 import type { FindingWire } from '../rpc/protocol.js';
 import { CHECK_STATS } from '../vcpu/vcpu-layout.js';
 import { expectedFrame, type EditTarget, type VmRecord } from '../vm/vm-layout.js';
-import type { AccessOutcome } from '../vcpu/access.js';
+import { GuestAccess, type AccessOutcome, type WalkingVcpu } from '../vcpu/access.js';
+import type { GuestOp } from '../vcpu/guest-ops.js';
 
 export type CheckLevel = 'full' | 'sampled' | 'off';
 export const CHECK_LEVELS: readonly CheckLevel[] = ['full', 'sampled', 'off'];
@@ -73,9 +71,9 @@ export class VcpuChecker {
   /** Operations seen (the driver advances it). */
   op = 0;
   private readonly ref: VcpuMmu;
-  private readonly walker = new GuestWalker();
-  private readonly env: WalkEnv = { pfec: 0, cpl: 0, eflagsAc: false, pkru: 0 };
-  private readonly root: WalkRoot = { pgd: 0n, pdptes: null };
+  /** The reference walk: the vCPU's walk (GuestAccess) over the freshly built contexts. */
+  private readonly refWalk: GuestAccess;
+  private readonly refVcpu: WalkingVcpu;
   private stints = 0;
   /** The current stint is checked (full, or picked by sampling) and the reference is fresh. */
   private active = false;
@@ -88,6 +86,19 @@ export class VcpuChecker {
   ) {
     const m = vcpu.mmu;
     this.ref = new VcpuMmu({ host: m.host, cpuid: m.cpuid, strategy: m.strategy });
+    this.refWalk = new GuestAccess(o.memory);
+    const ref = this.ref;
+    // The vCPU's registers, the reference contexts, and counters that count nothing.
+    this.refVcpu = {
+      mmu: ref,
+      get cr3() {
+        return vcpu.cr3;
+      },
+      get nestedRoot() {
+        return vcpu.nestedRoot;
+      },
+      count: () => undefined,
+    };
     this.sampleEvery = Math.max(1, o.sampleEvery ?? DEFAULT_SAMPLE_EVERY);
     this.maxFindings = o.maxFindings ?? 100;
   }
@@ -175,29 +186,22 @@ export class VcpuChecker {
   }
 
   /** After an access completed (invariants 2 and 6). `seq`: what before() returned. */
-  after(op: { readonly gva: bigint; readonly write: boolean; readonly fetch: boolean; readonly user: boolean }, outcome: AccessOutcome, seq: number): void {
+  after(op: Extract<GuestOp, { k: 'access' }>, outcome: AccessOutcome, seq: number): void {
     if (seq < 0 || outcome.kind === 'other') return;
-    const r = this.ref;
-    const env = this.env;
-    env.pfec = (op.write ? PFERR.WRITE : 0) | (op.user ? PFERR.USER : 0) | (op.fetch ? PFERR.FETCH : 0);
-    env.cpl = op.user ? 3 : 0;
-    this.root.pgd = this.vcpu.cr3;
-    const nested = r.isNested() ? nestedTdp(r.guestMmu, { pgd: this.vcpu.nestedRoot, pdptes: null }) : null;
-    const ok = gvaToGpa(this.walker, r.walkMmu, this.o.memory, this.root, op.gva, env, nested, true);
+    const ok = this.refWalk.run(this.refVcpu, op);
+    const ref = this.refWalk.outcome;
     const seqAfter = this.o.vm ? Atomics.load(this.o.vm.editSeq, 0) : 0;
     if (seq !== seqAfter || seq & 1) {
       this.counts.accessSkipped++;
       return;
     }
     this.counts.accessChecks++;
-    const refGpa = ok ? Number(this.walker.gpa) : -1;
-    const refCode = ok ? 0 : this.walker.fault.errorCode;
-    const same = ok ? outcome.kind === 'gpa' && outcome.gpa === refGpa : outcome.kind === 'fault' && outcome.errorCode === refCode && outcome.nested === this.walker.fault.nested;
+    const same = ok ? outcome.kind === 'gpa' && outcome.gpa === ref.gpa : outcome.kind === 'fault' && outcome.errorCode === ref.errorCode && outcome.nested === ref.nested;
     if (!same) {
       this.counts.accessMismatches++;
-      const got = outcome.kind === 'gpa' ? `GPA ${outcome.gpa.toString(16)}` : `fault ${outcome.errorCode.toString(16)}${outcome.nested ? ' (nested)' : ''}`;
-      const want = ok ? `GPA ${refGpa.toString(16)}` : `fault ${refCode.toString(16)}${this.walker.fault.nested ? ' (nested)' : ''}`;
-      this.find('correct-accesses', 'observable', r.walkMmu.name, `access ${op.gva.toString(16)} (pfec ${env.pfec.toString(16)}): got ${got}, a fresh walk gives ${want}`);
+      const text = (o: AccessOutcome) => (o.kind === 'gpa' ? `GPA ${o.gpa.toString(16)}` : `fault ${o.errorCode.toString(16)}${o.nested ? ' (nested)' : ''}`);
+      const pfec = (op.write ? PFERR.WRITE : 0) | (op.user ? PFERR.USER : 0) | (op.fetch ? PFERR.FETCH : 0);
+      this.find('correct-accesses', 'observable', this.ref.walkMmu.name, `access ${op.gva.toString(16)} (pfec ${pfec.toString(16)}): got ${text(outcome)}, a fresh walk gives ${text(ref)}`);
     }
     this.checkEditTarget(op.gva, outcome, ok, seq);
   }

@@ -22,7 +22,7 @@ import { mutant, setMutant } from '../check/mutants.js';
 import { DEFAULT_CPUID } from '../cpuid/cpuid.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { STRATEGIES } from '../mmu/strategies.js';
-import { reclaimLimbo, ShadowVm, teardownCache, teardownProblems, trackedWrite, zapAllFastFlip, zapObsoletePages } from '../shadow/index.js';
+import { reclaimLimbo, ShadowVm, teardownCache, teardownProblems, zapAllFastFlip, zapObsoletePages } from '../shadow/index.js';
 import { STRESS_MIX } from '../stress/stress.js';
 import { allocateTraceRings, Tracer, type TraceRingsHandle } from '../trace/index.js';
 import type { VcpuCore } from '../vcpu/core.js';
@@ -30,9 +30,9 @@ import { REQ } from '../vcpu/requests.js';
 import { startVcpu } from '../vcpu/task.js';
 import { allocateVcpus, bindVcpu, REG_INDEX, STAT_INDEX, type VcpuRecord, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, remoteRequestHooks, type AckWait } from '../vm/requests.js';
-import { allocateVmRecord, bindVmRecord, expectedFrame, type EditTarget } from '../vm/vm-layout.js';
+import { allocateVmRecord, beginEditFlip, bindVmRecord, commitEditFlip, type EditTarget } from '../vm/vm-layout.js';
 import { defaultMmuPages, programSeed } from '../vm/vm.js';
-import { buildGuestTables, DEFAULT_GUEST_TABLES, prepareEditTarget, remapEverywhere } from '../workload/guest-tables.js';
+import { buildGuestTables, DEFAULT_GUEST_TABLES, prepareEditTarget } from '../workload/guest-tables.js';
 import { randomCpuid } from '../workload/random-cpuid.js';
 import { TOUR_HOSTS } from '../workload/role-tour.js';
 import { Rng } from '../workload/rng.js';
@@ -177,8 +177,7 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
         phase = { kind: 'idle' };
         return 'CPUID handled by every vCPU';
       case 'edit-commit': {
-        for (const pa of phase.leaves) trackedWrite(shadow, coordinator, pa);
-        Atomics.add(vmRecord.editSeq, 0, 1);
+        commitEditFlip(vmRecord, shadow, coordinator, phase.leaves);
         phase = { kind: 'idle' };
         return `edit committed (seq ${Atomics.load(vmRecord.editSeq, 0)})`;
       }
@@ -219,10 +218,8 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
         return `zap-all: generation ${oldGeneration} -> ${generation}, MMU_RELOAD to all`;
       }
       case 2: {
-        Atomics.add(vmRecord.editSeq, 0, 1);
-        const seq = Atomics.load(vmRecord.editSeq, 0);
-        const frame = expectedFrame(editTarget, seq + 1);
-        phase = { kind: 'edit-commit', leaves: remapEverywhere(memory, tables, BigInt(editTarget.gvaPage) << 12n, BigInt(frame)) };
+        const { leaves, frame } = beginEditFlip(vmRecord, memory, tables, editTarget);
+        phase = { kind: 'edit-commit', leaves };
         return `edit: target page -> frame ${frame.toString(16)}`;
       }
       default: {

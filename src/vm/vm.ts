@@ -19,7 +19,7 @@ import { REQ, type RequestDef } from '../vcpu/requests.js';
 import type { VcpuConfig, VcpuTask } from '../vcpu/task.js';
 import { allocateVcpus, bindVcpu, STAT_INDEX, VCPU_STATS, type VcpuRecord, type VcpuStat } from '../vcpu/vcpu-layout.js';
 import type { OpMix } from '../workload/guest-program.js';
-import { buildGuestTables, DEFAULT_GUEST_TABLES, prepareEditTarget, remapEverywhere, type GuestTableSet } from '../workload/guest-tables.js';
+import { buildGuestTables, DEFAULT_GUEST_TABLES, prepareEditTarget, type GuestTableSet } from '../workload/guest-tables.js';
 import { DEFAULT_GUEST_MEMORY_BYTES, GuestMemory } from '../memory/guest-memory.js';
 import { acknowledged, cpuidHandled, makeAllCpusRequest, postCpuid, remoteRequestHooks, requestAndKick, type AckWait } from './requests.js';
 import { audit, ShadowVm, teardownCache, trackedWrite, vmGauges, vmStats, zapAll, zapAllFast, type ShadowCounters, type ShadowGauges, type ShadowTeardown } from '../shadow/index.js';
@@ -27,7 +27,7 @@ import { waitAll, type AckWord } from './wait.js';
 import { checkAfterWait, nextRequestSeqs, type LostInvalidation } from '../check/lost-invalidation.js';
 import { mutant, setMutant, type MutantName } from '../check/mutants.js';
 import type { CheckLevel } from '../check/vcpu-checker.js';
-import { allocateVmRecord, bindVmRecord, expectedFrame, type EditTarget, type VmRecord } from './vm-layout.js';
+import { allocateVmRecord, beginEditFlip, bindVmRecord, commitEditFlip, type EditTarget, type VmRecord } from './vm-layout.js';
 import { STRATEGIES } from '../mmu/strategies.js';
 import { allocateTraceRings, DEFAULT_RING_CAPACITY, type TraceRingsHandle } from '../trace/ring.js';
 import { Tracer } from '../trace/tracer.js';
@@ -407,12 +407,8 @@ export class Vm {
     const t = this.editTarget;
     if (!t) throw new Error('this VM was created without an edit target (editTarget: true)');
     const tr = this.tracer ? this.tracer.now() : 0;
-    const seq = Atomics.add(this.vmRecord.editSeq, 0, 1) + 1; // odd: editing
-    const next = expectedFrame(t, seq + 1);
-    for (const pa of remapEverywhere(this.memory, this.tables, BigInt(t.gvaPage) << 12n, BigInt(next))) {
-      if (this.shadow) trackedWrite(this.shadow, this.shadowAgent, pa);
-    }
-    Atomics.add(this.vmRecord.editSeq, 0, 1); // even: done
+    const { leaves, frame: next } = beginEditFlip(this.vmRecord, this.memory, this.tables, t);
+    commitEditFlip(this.vmRecord, this.shadow, this.shadowAgent, leaves);
     if (this.tracer) {
       this.tracer.broadcast(tr, 'other', 0);
       this.traceShadowPages();

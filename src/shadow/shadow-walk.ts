@@ -53,6 +53,12 @@ export class WalkScratch {
   private readonly d = new Uint32Array(this.q.buffer);
   readonly visited = new Int32Array(MAX_LEVELS);
   readonly seqs = new Int32Array(MAX_LEVELS);
+  /**
+   * Prove mode: each visited page's role word as the walk saw it. A check made
+   * after walk_shadow_page_lockless_end must use these, not the arena: from
+   * then on the page may be zapped and handed out again under another role.
+   */
+  readonly roles = new Uint32Array(MAX_LEVELS);
   n = 0;
   level = 0;
   lo = 0;
@@ -145,7 +151,8 @@ function remember(vm: ShadowVm, s: WalkScratch, page: number): void {
   if (page < 0 || page >= vm.capacity) throw new ShadowArenaError(`lockless walk reached page ${page}, outside the arena`);
   if (vm.stateOf(page) === PAGE_STATE.FREE) throw new ShadowArenaError(`lockless walk reached free page ${page}`);
   s.visited[s.n] = page;
-  s.seqs[s.n++] = vm.allocSeqOf(page);
+  s.seqs[s.n] = vm.allocSeqOf(page);
+  s.roles[s.n++] = vm.roleOf(page);
 }
 
 /** Prove mode: no page visited was handed out again while the walk ran. */

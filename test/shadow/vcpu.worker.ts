@@ -151,8 +151,10 @@ class Runner {
     }
     const s = this.vcpu.scratch;
     const wp = this.ctx.roleBase & PR.CR0_WP;
+    // The roles the walk saw (the walk checked no page was reused under it): by now, outside
+    // the lockless section, an edit may have zapped a page and a fault handed it out again.
     for (let k = 0; k < s.n; k++) {
-      if ((vm.roleOf(s.visited[k]!) & PR.CR0_WP) !== wp) report(`walk reached page ${s.visited[k]} of another role`);
+      if ((s.roles[k]! & PR.CR0_WP) !== wp) report(`walk reached page ${s.visited[k]} of another role (role word ${s.roles[k]!.toString(16)})`);
     }
   }
 

@@ -111,7 +111,7 @@ export class ShadowVm {
     this.capacity = o.capacity;
     this.prove = o.prove ?? false;
     this.h = bindHeader(o.guestPages, handle.header);
-    this.lock = new MmuLock(this.h.lock, this.h.lockOwner, this.prove);
+    this.lock = new MmuLock(this.h.lock, this.h.lockOwner, this.h.lockWaiters, this.prove);
     this.masks = spteMasksFor(o.host);
     this.i32 = new Int32Array(handle.arena);
     this.u64 = new BigUint64Array(handle.arena);
@@ -156,7 +156,7 @@ export class ShadowVm {
     Atomics.store(h.capacity, 0, this.capacity);
     Atomics.store(h.nMaxPages, 0, maxPages);
     Atomics.store(h.zapSeq, 0, 1);
-    h.activeHead[0] = h.activeTail[0] = h.limboHead[0] = h.limboTail[0] = NIL;
+    h.activeHead[0] = h.activeTail[0] = h.limboHead[0] = h.limboTail[0] = h.zappedObsoleteHead[0] = NIL;
     // Free list in index order: page 0 is handed out first.
     h.freeHead[0] = NIL;
     for (let p = this.capacity - 1; p >= 0; p--) {

@@ -36,6 +36,8 @@ export {
   zapAllFastFlip,
   zapAll,
   zapObsoletePages,
+  zapObsoleteUntilBreak,
+  BATCH_ZAP_PAGES,
   zapOldestPages,
   changeMaxPages,
   unprotectGfn,

@@ -48,7 +48,9 @@ export const PAGE_STATE = {
   /**
    * Prepared for zapping (role.invalid): off active_mmu_pages, still hashed.
    * Either still a root (rootCount > 0: counted in n_used, freed by its last
-   * holder) or on the invalid list of the zap in progress (about to go to limbo).
+   * holder) or on the invalid list of the zap in progress (about to go to
+   * limbo) — which kvm_zap_obsolete_pages parks on zapped_obsolete_pages
+   * while it has dropped mmu_lock.
    */
   ZAPPED: 2,
   /** Zapped and unhashed, waiting for lockless walkers that may still see it (the grace period); then FREE. */
@@ -151,6 +153,10 @@ export const SHADOW_STATS = [
   'remoteTlbFlushes',
   /** kvm_mmu_zap_all_fast calls. */
   'zapAllFast',
+  /** Times kvm_zap_obsolete_pages dropped mmu_lock for a waiter (cond_resched_rwlock_write). */
+  'zapLockBreaks',
+  /** Times an allocation short of free pages committed the pages parked on zapped_obsolete_pages (mmu_shrink_scan). */
+  'obsoleteCommitsByShrinker',
   /** Page faults handled (any outcome). */
   'faults',
   /** Faults that installed an SPTE (RET_PF_FIXED; pf_fixed). */
@@ -212,6 +218,10 @@ export function shadowVmLayout(guestPages: number) {
       type: 'i32',
       doc: '1 + the agent holding mmu_lock, 0 when free. Stored by the holder right after taking the lock and cleared right before releasing it; read by lock assertions (the holder itself) and as a snapshot.',
     },
+    lockWaiters: {
+      type: 'i32',
+      doc: 'agents waiting for mmu_lock (mmu-lock.ts): Atomics.add by a waiter before it first parks, Atomics.sub once it holds the lock; read (Atomics.load) by the holder to decide a lock break (rwlock_is_contended).',
+    },
     mmuValidGen: {
       type: 'i32',
       doc: 'kvm->arch.mmu_valid_gen, 0 or 1. Flipped (Atomics.store) under mmu_lock by zap-all-fast only; read under the lock by lookups and lock-free (Atomics.load) by root checks.',
@@ -226,6 +236,11 @@ export function shadowVmLayout(guestPages: number) {
     limboHead: { type: 'i32', doc: 'oldest LIMBO page (lowest zapStamp). Under mmu_lock only.' },
     limboTail: { type: 'i32', doc: 'newest LIMBO page. Under mmu_lock only.' },
     limboCount: { type: 'i32', doc: 'LIMBO pages. Under mmu_lock; read lock-free as a snapshot.' },
+    zappedObsoleteHead: {
+      type: 'i32',
+      doc: 'kvm->arch.zapped_obsolete_pages: pages kvm_zap_obsolete_pages prepared (ZAPPED, root count 0) but had not committed when it dropped mmu_lock for a lock break, singly linked through listNext; taken back when it resumes. Under mmu_lock only.',
+    },
+    zappedObsoleteCount: { type: 'i32', doc: 'pages on zappedObsoleteHead. Under mmu_lock; read lock-free as a snapshot.' },
     zapSeq: {
       type: 'i32',
       doc: 'zap sequence, starts at 1: incremented (Atomics.add) under mmu_lock by every commit of zapped pages, after their SPTE links were cleared; read lock-free (Atomics.load) by walkers at the start of every lockless walk.',

@@ -4,6 +4,9 @@
  *
  *   FREE --alloc--> ACTIVE --zap--> ZAPPED --commit--> LIMBO --grace--> FREE
  *
+ * (kvm_zap_obsolete_pages parks its ZAPPED pages on zapped_obsolete_pages
+ * while it has dropped mmu_lock, and commits them when it is done.)
+ *
  * A page zapped while it is a root stays ZAPPED (hashed, counted) until its
  * last holder lets go; only then is it committed.
  *
@@ -87,6 +90,36 @@ export function toLimbo(vm: ShadowVm, p: number, stamp: number): void {
   h.limboTail[0] = p;
   Atomics.add(h.limboCount, 0, 1);
   vm.setState(p, PAGE_STATE.LIMBO);
+}
+
+/**
+ * kvm_zap_obsolete_pages dropping mmu_lock: park its prepared, uncommitted
+ * pages (ZAPPED, root count 0) on the VM's zapped_obsolete_pages, so that a
+ * holder in between (an audit, say) finds every page on a list.
+ */
+export function parkZappedObsolete(vm: ShadowVm, invalid: number[]): void {
+  const h = vm.h;
+  for (const p of invalid) {
+    vm.i32[p * vm.sw32 + vm.oListNext] = h.zappedObsoleteHead[0]!;
+    h.zappedObsoleteHead[0] = p;
+  }
+  Atomics.add(h.zappedObsoleteCount, 0, invalid.length);
+  invalid.length = 0;
+}
+
+/** Take the parked pages back (oldest first) when kvm_zap_obsolete_pages holds mmu_lock again. */
+export function takeZappedObsolete(vm: ShadowVm): number[] {
+  const h = vm.h;
+  const out: number[] = [];
+  for (let p = h.zappedObsoleteHead[0]!; p !== NIL; ) {
+    const next = vm.i32[p * vm.sw32 + vm.oListNext]!;
+    vm.i32[p * vm.sw32 + vm.oListNext] = NIL;
+    out.push(p);
+    p = next;
+  }
+  h.zappedObsoleteHead[0] = NIL;
+  Atomics.store(h.zappedObsoleteCount, 0, 0);
+  return out.reverse();
 }
 
 /**

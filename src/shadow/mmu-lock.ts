@@ -20,6 +20,13 @@
  * Ownership: `lockOwner` holds 1 + the agent id of the holder, stored right
  * after the lock is taken and cleared right before it is released, so lock
  * assertions (on in prove mode) can say who holds it.
+ *
+ * Contention: `lockWaiters` counts the agents parked (or about to park) on
+ * the lock — incremented before an agent's first park, decremented once it
+ * holds the lock. It is what rwlock_is_contended answers (`contended()`), for
+ * the holder that breaks a long critical section (kvm_zap_obsolete_pages'
+ * cond_resched_rwlock_write); the lock word's state 2 cannot answer it, as it
+ * stays 2 for a holder that took the lock after parking.
  */
 import { waitAsync } from '../layout/atomics.js';
 
@@ -39,6 +46,8 @@ export class MmuLock {
     private readonly word: Int32Array,
     /** The `lockOwner` word. */
     private readonly owner: Int32Array,
+    /** The `lockWaiters` word. */
+    private readonly waiters: Int32Array,
     /** Check ownership on release and in assertions (KVM's lockdep). */
     readonly prove: boolean,
   ) {}
@@ -59,7 +68,9 @@ export class MmuLock {
     for (let i = 0; i < SPINS; i++) if (this.tryLock(agent)) return;
     // Announce a waiter (state 2) and sleep until the word changes; the
     // exchange that finds FREE is the one that takes the lock.
+    Atomics.add(this.waiters, 0, 1);
     while (Atomics.exchange(this.word, 0, CONTENDED) !== FREE) Atomics.wait(this.word, 0, CONTENDED);
+    Atomics.sub(this.waiters, 0, 1);
     Atomics.store(this.owner, 0, agent + 1);
   }
 
@@ -67,8 +78,31 @@ export class MmuLock {
   async lockAsync(agent: number): Promise<void> {
     if (this.prove) this.assertNotHeldBy(agent, 'lockAsync');
     for (let i = 0; i < SPINS; i++) if (this.tryLock(agent)) return;
+    Atomics.add(this.waiters, 0, 1);
     while (Atomics.exchange(this.word, 0, CONTENDED) !== FREE) await waitAsync(this.word, 0, CONTENDED);
+    Atomics.sub(this.waiters, 0, 1);
     Atomics.store(this.owner, 0, agent + 1);
+  }
+
+  /** rwlock_is_contended: some other agent waits for the lock (a snapshot). */
+  contended(): boolean {
+    return Atomics.load(this.waiters, 0) > 0;
+  }
+
+  /**
+   * cond_resched_rwlock_write for a holder on an event loop, called when the
+   * lock is contended: release it, let a waiter take it — KVM's qrwlock
+   * queues the re-acquiring writer behind the waiters, where this mutex
+   * would let the releaser barge back in, so wait until the lock is taken
+   * by someone else or `handOffMs` passed — then take it again.
+   */
+  async breakAsync(agent: number, handOffMs = 1): Promise<void> {
+    this.unlock(agent);
+    const deadline = performance.now() + handOffMs;
+    while (Atomics.load(this.word, 0) === FREE && this.contended() && performance.now() < deadline) {
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    await this.lockAsync(agent);
   }
 
   /** write_unlock. Wakes one waiter if any announced itself. */

@@ -17,7 +17,7 @@ import { PR } from '../role/page-role.js';
 import type { ShadowVm } from './arena.js';
 import { bucketFirst, bucketNext, hashGfn, hashRemove } from './hash.js';
 import { NIL, PAGE_STATE, SPTES_PER_PAGE } from './layout.js';
-import { reclaimLimbo, toLimbo, unlinkActive } from './lists.js';
+import { parkZappedObsolete, reclaimLimbo, takeZappedObsolete, toLimbo, unlinkActive } from './lists.js';
 import { remoteTlbFlush, unaccountShadowed } from './page-cache.js';
 import { childOf, dropParentPte, dropSpte, firstParent, parentCount, slotOf, spteRead } from './spte.js';
 import { isLastSpte, isShadowPresent } from './spte-format.js';
@@ -146,6 +146,13 @@ export function zapOldestPages(vm: ShadowVm, agent: number, toZap: number): numb
 /** make_mmu_pages_available: keep MIN_FREE below n_max (a soft limit); false = -ENOSPC. */
 export function makePagesAvailable(vm: ShadowVm, agent: number): boolean {
   vm.assertLocked(agent, 'make_mmu_pages_available');
+  // The arena is the host's memory: when it runs short while kvm_zap_obsolete_pages has parked pages
+  // across a lock break (they left n_used but are not free yet), free them as KVM's shrinker does
+  // (mmu_shrink_scan: kvm_has_zapped_obsolete_pages, then kvm_mmu_commit_zap_page of that list).
+  if (vm.freeCount < MIN_FREE_MMU_PAGES && Atomics.load(vm.h.zappedObsoleteCount, 0) > 0) {
+    vm.count(agent, 'obsoleteCommitsByShrinker');
+    commitZapPage(vm, agent, takeZappedObsolete(vm));
+  }
   const avail = Math.max(0, vm.nMax - vm.nUsed);
   if (avail >= MIN_FREE_MMU_PAGES) return true;
   zapOldestPages(vm, agent, REFILL_PAGES - avail);
@@ -203,20 +210,49 @@ export function trackedWrite(vm: ShadowVm, agent: number, gpa: number): number {
   return unprotectGfn(vm, agent, gfn);
 }
 
-/** kvm_zap_obsolete_pages: zap old-generation pages from the old end of the FIFO. Requires mmu_lock. */
+/** BATCH_ZAP_PAGES (mmu.c): kvm_zap_obsolete_pages considers a lock break once it zapped this many pages. */
+export const BATCH_ZAP_PAGES = 10;
+
+/** kvm_zap_obsolete_pages in one mmu_lock hold (no lock break): zap old-generation pages from the old end of the FIFO. */
 export function zapObsoletePages(vm: ShadowVm, agent: number): number {
+  return zapObsoleteUntilBreak(vm, agent, () => false).zapped;
+}
+
+/**
+ * kvm_zap_obsolete_pages up to its next lock break. Zaps old-generation
+ * pages from the old end of the FIFO; once BATCH_ZAP_PAGES were zapped since
+ * the last break, asks `needBreak` (cond_resched_rwlock_write: is the lock
+ * contended?) before each further page, and if so parks the pages prepared
+ * so far on zapped_obsolete_pages and returns `done: false` — the caller
+ * drops mmu_lock, lets the waiter in, takes it again and calls again, which
+ * restarts from the old end. Otherwise commits every page it prepared (this
+ * call's and the parked ones: kvm_mmu_commit_zap_page) and returns `done: true`.
+ * Requires mmu_lock.
+ */
+export function zapObsoleteUntilBreak(vm: ShadowVm, agent: number, needBreak: () => boolean): { zapped: number; done: boolean } {
   vm.assertLocked(agent, 'kvm_zap_obsolete_pages');
+  const invalid = takeZappedObsolete(vm);
   // FIFO: no obsolete valid page is newer than a page of the current generation.
-  return zapActive(vm, agent, 'oldest-first', (p) => !vm.isObsolete(p));
+  const r = zapActive(vm, agent, 'oldest-first', invalid, (p) => !vm.isObsolete(p), needBreak);
+  if (!r.done) parkZappedObsolete(vm, invalid);
+  return r;
 }
 
 /**
  * Zap the valid pages of active_mmu_pages from one end, restarting from that
  * end whenever a zap unlinked children (the list changed under the walk), until
- * the end of the list or the first page `stop` accepts; one commit at the end.
+ * the end of the list or the first page `stop` accepts, then commit `invalid`.
+ * With `needBreak`: once BATCH_ZAP_PAGES were zapped, stop without committing
+ * (done: false) before the next page if it says so.
  */
-function zapActive(vm: ShadowVm, agent: number, from: 'oldest-first' | 'newest-first', stop: (p: number) => boolean = () => false): number {
-  const invalid: InvalidList = [];
+function zapActive(
+  vm: ShadowVm,
+  agent: number,
+  from: 'oldest-first' | 'newest-first',
+  invalid: InvalidList,
+  stop: (p: number) => boolean = () => false,
+  needBreak: () => boolean = () => false,
+): { zapped: number; done: boolean } {
   let total = 0;
   const oldestFirst = from === 'oldest-first';
   restart: for (;;) {
@@ -224,6 +260,7 @@ function zapActive(vm: ShadowVm, agent: number, from: 'oldest-first' | 'newest-f
       const after = vm.i32[p * vm.sw32 + (oldestFirst ? vm.oListPrev : vm.oListNext)]!;
       if (stop(p)) break;
       if (!(vm.roleOf(p) & PR.INVALID)) {
+        if (total >= BATCH_ZAP_PAGES && needBreak()) return { zapped: total, done: false };
         const r = prepareZapPage(vm, agent, p, invalid);
         total += r.zapped;
         if (r.children > 0) continue restart;
@@ -233,7 +270,7 @@ function zapActive(vm: ShadowVm, agent: number, from: 'oldest-first' | 'newest-f
     break;
   }
   commitZapPage(vm, agent, invalid);
-  return total;
+  return { zapped: total, done: true };
 }
 
 /** The VM side of a waiting KVM_REQ_MMU_RELOAD broadcast (the cache does not know vCPUs). */
@@ -251,7 +288,9 @@ export interface ReloadBroadcast<T> {
  * the request's acknowledgements (KVM waits inside the lock for IPI acks
  * that need no lock; here a vCPU may need the lock to leave its fault path,
  * so the wait is outside); then, under the lock again, zap the obsolete
- * pages. Roots still held are zapped but not freed until released.
+ * pages, dropping the lock every BATCH_ZAP_PAGES zaps while another agent
+ * waits for it (kvm_zap_obsolete_pages' cond_resched_rwlock_write). Roots
+ * still held are zapped but not freed until released.
  */
 export async function zapAllFast<T>(vm: ShadowVm, agent: number, reload: ReloadBroadcast<T>): Promise<{ generation: number; zapped: number }> {
   await vm.lock.lockAsync(agent);
@@ -264,8 +303,15 @@ export async function zapAllFast<T>(vm: ShadowVm, agent: number, reload: ReloadB
   }
   await reload.wait(token);
   await vm.lock.lockAsync(agent);
+  let zapped = 0;
   try {
-    return { generation, zapped: zapObsoletePages(vm, agent) };
+    for (;;) {
+      const r = zapObsoleteUntilBreak(vm, agent, () => vm.lock.contended());
+      zapped += r.zapped;
+      if (r.done) return { generation, zapped };
+      vm.count(agent, 'zapLockBreaks');
+      await vm.lock.breakAsync(agent);
+    }
   } finally {
     vm.lock.unlock(agent);
   }
@@ -303,5 +349,5 @@ export async function zapAll(vm: ShadowVm, agent: number): Promise<number> {
 /** kvm_mmu_zap_all's body, for callers that hold mmu_lock (an in-thread host). */
 export function zapAllLocked(vm: ShadowVm, agent: number): number {
   vm.assertLocked(agent, 'kvm_mmu_zap_all');
-  return zapActive(vm, agent, 'newest-first');
+  return zapActive(vm, agent, 'newest-first', []).zapped;
 }

@@ -90,11 +90,15 @@ export class MmuLock {
   }
 
   /**
-   * cond_resched_rwlock_write for a holder on an event loop, called when the
-   * lock is contended: release it, let a waiter take it — KVM's qrwlock
-   * queues the re-acquiring writer behind the waiters, where this mutex
-   * would let the releaser barge back in, so wait until the lock is taken
-   * by someone else or `handOffMs` passed — then take it again.
+   * cond_resched_rwlock_write for a holder on an event loop (the
+   * coordinator), called when the lock is contended: release it and let a
+   * waiter take it — KVM's qrwlock queues the re-acquiring writer behind the
+   * waiters, where this mutex would let the releaser barge back in, so first
+   * yield to the event loop until someone else took it (at most
+   * `handOffMs`) — then take it again without blocking the event loop, so
+   * the coordinator can observe the vCPUs meanwhile. Its wake-ups come later
+   * than a parked worker's, so under heavy contention it gets the lock back
+   * late: the zap takes longer, the vCPUs wait less.
    */
   async breakAsync(agent: number, handOffMs = 1): Promise<void> {
     this.unlock(agent);

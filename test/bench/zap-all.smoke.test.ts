@@ -58,6 +58,7 @@ describe('bench zap-all (smoke sizes)', () => {
     expect(g.moreCharts?.map((c) => c.name)).toEqual(['reload']);
     const text = formatRun(run);
     expect(text).toContain('one-by-one/fast');
+    expect(text).toContain('fast lock breaks');
     expect(text).toContain('pages/s');
     const dir = mkdtempSync(join(tmpdir(), 'bench-zap-'));
     try {
@@ -68,7 +69,7 @@ describe('bench zap-all (smoke sizes)', () => {
   });
 
   it('a call row is pages zapped / call time, a reload row N / mean time; ratios divide p50s', () => {
-    const sample = (callMs: number, reloadMs: number, zapped: number): ZapSample => ({ callMs, reloadMs, zapped, usedBefore: zapped, underfilled: false });
+    const sample = (callMs: number, reloadMs: number, zapped: number): ZapSample => ({ callMs, reloadMs, zapped, usedBefore: zapped, underfilled: false, lockBreaks: 0 });
     const fast = [sample(1, 2, 100), sample(3, 4, 300)];
     const slow = [sample(4, 8, 100), sample(4, 8, 100)];
     const fc = callRow(2, 'fast', fast);

@@ -15,7 +15,7 @@ export type GuestVendor = (typeof GUEST_VENDORS)[number];
 
 export interface CpuidModel {
   readonly vendor: GuestVendor;
-  /** CPUID 0x80000008.EAX[7:0], 32..52. */
+  /** CPUID 0x80000008.EAX[7:0], MIN_MAXPHYADDR..MAX_MAXPHYADDR. */
   readonly maxPhyAddr: number;
   readonly gbpages: boolean;
   readonly pse36: boolean;
@@ -26,7 +26,16 @@ export interface CpuidModel {
   readonly nx: boolean;
 }
 
-export const MIN_MAXPHYADDR = 32;
+/**
+ * The MAXPHYADDR range the model accepts. KVM v5.17 takes any byte the VMM
+ * puts in CPUID 0x80000008.EAX[7:0] (cpuid_query_maxphyaddr; kvm_check_cpuid
+ * checks only the virtual-address width); real CPUs report 36 or more. Down
+ * to 24 so that a guest of the emulator's size (at most 1 GiB) can have
+ * memory above 2^MAXPHYADDR: the mixed-MAXPHYADDR caveat, scaled down
+ * (examples/scenario-maxphyaddr-*.json). Below 24 the default guest layout
+ * (tables at 1–3 MiB, data from 4 MiB) would not fit.
+ */
+export const MIN_MAXPHYADDR = 24;
 export const MAX_MAXPHYADDR = 52;
 
 /** A 64-bit Intel-like guest with every feature the model knows. */

@@ -116,7 +116,7 @@ describe('input errors name the state and the field', () => {
   const good = states[0] as Record<string, unknown>;
   const cases: [string, unknown, RegExp][] = [
     ['unknown path', { ...good, path: 'ept' }, /state 7: path: expected one of tdp, shadow/],
-    ['MAXPHYADDR too large', { ...good, cpuid: { ...(good.cpuid as object), maxPhyAddr: 60 } }, /state 7: cpuid\.maxPhyAddr: expected an integer in 32\.\.52 \(got 60\)/],
+    ['MAXPHYADDR too large', { ...good, cpuid: { ...(good.cpuid as object), maxPhyAddr: 60 } }, /state 7: cpuid\.maxPhyAddr: expected an integer in 24\.\.52 \(got 60\)/],
     ['EPT level 3', { ...good, path: 'shadow-ept', ept: { ...(good.ept as object), level: 3 } }, /state 7: ept\.level: expected one of 4, 5 \(got 3\)/],
     ['missing host', { ...good, host: undefined }, /state 7: host: required field is missing/],
     ['bad register', { ...good, cr0: 'zz' }, /state 7: cr0: expected a hex string/],

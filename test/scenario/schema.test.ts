@@ -182,7 +182,7 @@ describe('bad input: one line per problem naming path, value and what is allowed
   });
 
   it('CPUID values out of range and missing required fields', () => {
-    oneProblem({ ...base, cpuid: { maxPhyAddr: 64 } }, 'cpuid.maxPhyAddr', /MAXPHYADDR \(bits\) in 32\.\.52/, '64');
+    oneProblem({ ...base, cpuid: { maxPhyAddr: 64 } }, 'cpuid.maxPhyAddr', /MAXPHYADDR \(bits\) in 24\.\.52/, '64');
     oneProblem({ ...base, cpuid: { vendor: 'via' } }, 'cpuid.vendor', /"intel", "amd", "hygon"/, '"via"');
     oneProblem({ ...base, events: [{ kind: 'set-cpuid', atMs: 1 }] }, 'events[0].cpuid', /missing/);
     oneProblem({ vcpus: 1 }, 'name', /missing: expected a name/);

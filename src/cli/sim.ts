@@ -84,7 +84,7 @@ export function registerSim(program: Command): void {
     .option('--host <FLAVOUR>', `host (${SIM_HOSTS.join(', ')})`, 'shadow')
     .option('--vcpus <N>', 'vCPUs', intIn('--vcpus', 1, 64), 3)
     .option('--seed <N>', 'seed of the first schedule', intIn('--seed', 0, 0xffffffff), 1)
-    .option('--scheduler <S>', 'random, or pctD (PCT with depth D, e.g. pct3)', 'random')
+    .option('--scheduler <S>', 'random, or pctD (PCT with depth D, e.g. pct3; pctD/K: change points drawn over K steps, as a failing PCT run\'s token says)', 'random')
     .option('--steps <N>', 'step bound per schedule', intIn('--steps', 1, 100_000_000), 20_000)
     .option('--event-rate <PERMILLE>', 'chance per mille that a coordinator step starts an action', intIn('--event-rate', 0, 1000), 50)
     .option('--mutant <NAME>', `enable a deliberate bug (${MUTANT_NAMES.join(', ')})`)
@@ -98,10 +98,10 @@ export function registerSim(program: Command): void {
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
-      '\nEvery run prints a replay token: sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>[:<ignored>].\n' +
+      '\nEvery run prints a replay token: sim2:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>[:<ignored>].\n' +
         'The same token gives the same trace, byte for byte. Exit code 1 when a violation was found.\n\n' +
         'Examples:\n  kvm-mmu-emu sim\n  kvm-mmu-emu sim --mutant zap-no-wait --schedules 200 --shrink\n' +
-        '  kvm-mmu-emu sim --replay sim1:valid-bit:shadow:3:7:random:1234:zap-no-wait:50 --trace run.json',
+        '  kvm-mmu-emu sim --replay sim2:valid-bit:shadow:1:1:random:290:zap-no-wait:50 --trace run.json',
     )
     .action((o: SimCliOptions) => {
       const p = paramsOf(o);

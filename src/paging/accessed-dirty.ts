@@ -9,6 +9,7 @@
  * and a walk never sets flags on an entry it did not see.
  */
 import { mutant } from '../check/mutants.js';
+import { schedPoint } from '../layout/sched-point.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { lo32, type WalkerGeometry } from './format.js';
 import type { GuestWalker } from './walker-state.js';
@@ -23,13 +24,6 @@ import type { GuestWalker } from './walker-state.js';
  * writable here), dirty logging of the table page, and the EPT PML log
  * (write_log_dirty).
  */
-/**
- * A scheduling point between a walk's read of an entry and its accessed/dirty
- * write, for an in-thread host (src/sim) that runs another actor there; null
- * (one property load) on real threads, where other threads preempt freely.
- */
-export const adWritePoint: { hook: (() => void) | null } = { hook: null };
-
 export function updateAccessedDirtyBits(w: GuestWalker, g: WalkerGeometry, mem: GuestMemory, haveAd: boolean, writeFault: boolean): boolean {
   if (!haveAd) return false;
   const aMask = 1 << g.accessedBit;
@@ -41,7 +35,8 @@ export function updateAccessedDirtyBits(w: GuestWalker, g: WalkerGeometry, mem: 
     if (level === w.level && writeFault && (lo & dMask) === 0) set |= dMask;
     if (set === 0) continue;
     const pa = w.ptePa[level - 1]!;
-    adWritePoint.hook?.();
+    // Scheduling point (src/layout/sched-point.ts): another actor may edit the entry now.
+    schedPoint.hook?.('ad-write', level, -1);
     if (g.entryBytes === 8) {
       const next = orig | BigInt(set);
       // Mutant: a plain store of what the walk read, losing any change made since.

@@ -5,6 +5,8 @@
  * paging_tmpl.h, which walk the guest's tables with the guest walker and
  * build SPTEs from the guest entries' permissions — with their common parts
  * (is_page_fault_stale, page_fault_handle_page_track, mmu_set_spte).
+ * Taking mmu_lock after the unlocked part of a fault is a scheduling point
+ * (src/layout/sched-point.ts).
  *
  * Not modelled, on purpose: the TDP MMU (kvm.tdp_mmu=0: direct faults use
  * the shadow MMU's hash and mmu_lock for write), fast_page_fault (no dirty
@@ -13,6 +15,7 @@
  * shadowed by direct pages, as KVM does), MMIO SPTEs (a gfn without a
  * memslot is reported), unsync pages.
  */
+import { schedPoint } from '../layout/sched-point.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { GEOMETRY, PFERR, ptIndex, type WalkerGeometry } from '../paging/format.js';
 import { gpteAccess } from '../paging/permission.js';
@@ -112,6 +115,8 @@ function directPageFault(vm: ShadowVm, agent: number, roots: RootSet, mmu: Shado
   const gfn = Number(BigInt.asUintN(64, req.addr) >> 12n);
   if (!visibleGfn(vm, mem, gfn)) return { kind: 'no-memslot', gpa: gfn * 4096 };
   if (pageTrackActive(vm, req.errorCode, gfn)) return { kind: 'emulate', gpa: gfn * 4096 + Number(req.addr & 0xfffn) };
+  // Scheduling point (src/layout/sched-point.ts): another actor may zap or request a reload before the lock.
+  schedPoint.hook?.('fault-lock', 0, -1);
   return vm.lock.with(agent, () => {
     if (isStale(vm, roots, req)) return RETRY;
     if (!makePagesAvailable(vm, agent)) return NO_PAGES;
@@ -211,6 +216,10 @@ function shadowPageFault(vm: ShadowVm, agent: number, roots: RootSet, mmu: Shado
     access = (access | ACC.WRITE) & ~ACC.USER;
     if (mmu.ext('cr4_smep', 'FNAME(page_fault)')) access &= ~ACC.EXEC;
   }
+  // Scheduling point (src/layout/sched-point.ts): between the unlocked guest walk and mmu_lock, another
+  // actor may edit the guest tables, zap, or flip the generation; gpte_changed and is_page_fault_stale
+  // under the lock must see it.
+  schedPoint.hook?.('fault-lock', w.level, -1);
   return vm.lock.with(agent, () => {
     if (isStale(vm, roots, req)) return RETRY;
     if (!makePagesAvailable(vm, agent)) return NO_PAGES;

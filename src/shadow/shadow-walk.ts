@@ -9,7 +9,8 @@
  * epoch: it publishes the zap sequence it started at, so no page it may
  * reach is reused before it ends (arena.ts). A hit never reads guest memory
  * and never walks the guest's tables: once mapped, an access costs one SPTE
- * read per level.
+ * read per level. Each SPTE read is a scheduling point
+ * (src/layout/sched-point.ts), where the simulation may run a zap.
  *
  * The hardware permission check: for a shadow (indirect) root, the leaf's
  * W/U/X bits are checked with the context's permission bitmap (the guest's
@@ -18,6 +19,7 @@
  * in KVM). For a direct root (TDP, or guest paging off), the leaf must grant
  * the access itself (write → W, fetch → X, and read permission).
  */
+import { schedPoint } from '../layout/sched-point.js';
 import { ptIndex, GEOMETRY, PFERR } from '../paging/format.js';
 import type { WalkMmu } from '../paging/mmu-view.js';
 import { permissionFault, type WalkEnv } from '../paging/permission.js';
@@ -120,6 +122,10 @@ function walk(vm: ShadowVm, roots: RootSet, mmu: WalkView, addr: bigint, env: Wa
   if (page === INVALID_PAGE) return WALK.NOT_PRESENT;
   for (let level = s.level; ; level--) {
     if (vm.prove) remember(vm, s, page);
+    // Scheduling point (src/layout/sched-point.ts), after `page` is remembered and before its SPTE
+    // is read: another actor may zap, free or reuse pages now; only the walker epoch protects this
+    // walk, and checkVisited sees any page of it that was freed or handed out again.
+    schedPoint.hook?.('lockless-walk', level, page);
     s.split(Atomics.load(vm.u64, page * vm.sw64 + vm.oSpt + ptIndex(G64, lo, hi, level)));
     const slo = s.lo;
     if ((slo & 0x800) === 0) return WALK.NOT_PRESENT;
@@ -155,10 +161,15 @@ function remember(vm: ShadowVm, s: WalkScratch, page: number): void {
   s.roles[s.n++] = vm.roleOf(page);
 }
 
-/** Prove mode: no page visited was handed out again while the walk ran. */
+/**
+ * Prove mode, before walk_shadow_page_lockless_end: no page visited was freed
+ * (it may be zapped or in limbo, never free) or handed out again while the
+ * walk ran.
+ */
 function checkVisited(vm: ShadowVm, s: WalkScratch): void {
   for (let i = 0; i < s.n; i++) {
     const p = s.visited[i]!;
     if (vm.allocSeqOf(p) !== s.seqs[i]) throw new ShadowArenaError(`page ${p} was reused while a lockless walk was reading it`);
+    if (vm.stateOf(p) === PAGE_STATE.FREE) throw new ShadowArenaError(`page ${p} was freed while a lockless walk was reading it`);
   }
 }

@@ -14,7 +14,12 @@
  */
 import { Rng } from '../workload/rng.js';
 
-export type SchedulerSpec = { readonly kind: 'random' } | { readonly kind: 'pct'; readonly depth: number };
+/**
+ * `horizon` (pct): the step bound k its change points are drawn over, when it
+ * is not the run's own bound — a failing run's token stops at the failing
+ * step but must draw the change points of the run that failed.
+ */
+export type SchedulerSpec = { readonly kind: 'random' } | { readonly kind: 'pct'; readonly depth: number; readonly horizon?: number };
 
 export interface Scheduler {
   /** The actor to step, among `runnable` (indices, non-empty, ascending). */
@@ -24,7 +29,7 @@ export interface Scheduler {
 export function makeScheduler(spec: SchedulerSpec, actors: number, maxSteps: number, seed: number): Scheduler {
   const rng = new Rng(seed);
   if (spec.kind === 'random') return { pick: (runnable) => runnable[rng.int(runnable.length)]! };
-  return new Pct(rng, actors, maxSteps, spec.depth);
+  return new Pct(rng, actors, spec.horizon ?? maxSteps, spec.depth);
 }
 
 class Pct implements Scheduler {

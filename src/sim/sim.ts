@@ -10,9 +10,21 @@
  * publish or wait: a zap-all is [flip + reload request under mmu_lock] →
  * [wait until every target acknowledged] → [zap obsolete pages]; a table
  * edit is [seqlock odd + entries written] → [write-tracking zap + seqlock
- * even]; a CPUID change is [post + request] → [wait until handled]. Finer
- * points (inside a fault, inside a lockless walk) are not interleaved: each
- * step runs to completion, so mmu_lock is never contended here.
+ * even]; a CPUID change is [post + request] → [wait until handled].
+ *
+ * Inside a vCPU step, the named points of src/layout/sched-point.ts — each
+ * SPTE read of a lockless walk, a guest walk's A/D compare-exchange, taking
+ * mmu_lock after a fault's guest walk — may each (one time in
+ * PREEMPT_ONE_IN, from the run's seeded Rng) run one step of another actor
+ * (vCPU or coordinator) before the preempted vCPU goes on; the trace names
+ * the point ("(preempts vcpu2 inside a lockless walk, level 3)"). So a zap
+ * can land between two SPTE reads of a walk, or between a fault's guest
+ * walk and its staleness checks under mmu_lock. A nested step is never
+ * preempted itself, the coordinator is never preempted, and no point is
+ * inside a locked region (the hook throws if mmu_lock is held): in one
+ * thread a nested actor could never take a held lock, so mmu_lock is never
+ * contended here. Other shared-memory operations (request set/consume, mode
+ * changes, generation reads, role publication) happen at step boundaries.
  *
  * The run stops at the first observable violation (any invariant), a crash
  * (an assertion of the cache), or the step bound.
@@ -22,7 +34,7 @@ import { mutant, setMutant } from '../check/mutants.js';
 import { DEFAULT_CPUID } from '../cpuid/cpuid.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { STRATEGIES } from '../mmu/strategies.js';
-import { reclaimLimbo, ShadowVm, teardownCache, teardownProblems, zapAllFastFlip, zapObsoletePages } from '../shadow/index.js';
+import { PAGE_STATE, reclaimLimbo, ShadowVm, teardownCache, teardownProblems, zapAllFastFlip, zapObsoletePages } from '../shadow/index.js';
 import { STRESS_MIX } from '../stress/stress.js';
 import { allocateTraceRings, Tracer, type TraceRingsHandle } from '../trace/index.js';
 import type { VcpuCore } from '../vcpu/core.js';
@@ -39,7 +51,7 @@ import { Rng } from '../workload/rng.js';
 import { makeScheduler } from './scheduler.js';
 import { INVARIANTS, sumOf } from '../check/invariants.js';
 import type { VcpuCheckStat } from '../check/vcpu-checker.js';
-import { adWritePoint } from '../paging/accessed-dirty.js';
+import { describeSchedPoint, schedPoint } from '../layout/sched-point.js';
 import { encodeToken, type SimInvariant, type SimParams } from './token.js';
 
 /** Guest memory of a simulated VM: small, so set-up costs little per schedule. */
@@ -48,6 +60,8 @@ export const SIM_MEMORY_BYTES = 8 * 1024 * 1024;
 export const WATCH_STEPS = 64;
 /** A halted vCPU's timer fires after this many steps without a request. */
 export const HALT_TIMER_STEPS = 32;
+/** At a scheduling point inside a vCPU step, another actor runs first one time in this many. */
+export const PREEMPT_ONE_IN = 4;
 
 export interface SimViolation {
   readonly step: number;
@@ -296,8 +310,10 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
       }
     } catch (e) {
       const msg = (e as Error).message;
-      // A prove-mode lookup assertion is invariant 3; any other throw a crash.
-      fail(msg.includes('kvm_mmu_get_page') ? 'shadow-sharing' : 'crash', `${actor === coordinator ? 'coordinator' : `vCPU ${actor}`}: ${msg}`);
+      // A prove-mode lookup assertion is invariant 3, a lockless walk that reached a freed or reused
+      // page invariant 4 (shadow-walk.ts checkVisited, remember); any other throw a crash.
+      const invariant = msg.includes('kvm_mmu_get_page') ? 'shadow-sharing' : /lockless walk/.test(msg) ? 'no-use-after-free' : 'crash';
+      fail(invariant, `${actor === coordinator ? 'coordinator' : `vCPU ${actor}`}: ${msg}`);
     }
     if (watch && !violation) {
       const lost = lostCheck(watch.seq, watch.oldGeneration);
@@ -306,21 +322,30 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
     }
   };
 
-  // A second scheduling point inside a vCPU step: between a guest walk's read of an entry and its
-  // accessed/dirty write, one step of another actor may run (one in four times, never nested).
+  // Scheduling points inside a vCPU step (src/layout/sched-point.ts: an A/D compare-exchange of a
+  // guest walk, each SPTE read of a lockless walk, taking mmu_lock after a fault's guest walk): at
+  // each, with probability 1/PREEMPT_ONE_IN, one step of another actor runs first. Never nested (a
+  // nested step's own points pass), never inside the coordinator, never with mmu_lock held.
   const preemptRng = rng.fork(3000);
   const nestedRunnable: number[] = [];
   let current = -1;
   let nested = false;
-  adWritePoint.hook = () => {
-    if (nested || violation || current === coordinator || preemptRng.int(4) !== 0) return;
+  schedPoint.hook = (kind, level, page) => {
+    const holder = shadow.lock.holder();
+    if (holder >= 0) throw new Error(`scheduling point ${kind} reached with mmu_lock held by agent ${holder}: a nested actor could never take it`);
+    if (nested || violation || current === coordinator || preemptRng.int(PREEMPT_ONE_IN) !== 0) return;
     const cand = runnableActors(nestedRunnable, current);
     if (cand.length === 0) return;
     nested = true;
     const preempted = current;
+    const wasActive = page >= 0 && shadow.stateOf(page) === PAGE_STATE.ACTIVE;
+    const lines = trace.length;
     step++;
     current = sched.pick(cand, step);
-    runActor(current, `(preempts vcpu${preempted} between a walk's read and its A/D write) `);
+    runActor(current, `(preempts vcpu${preempted} ${describeSchedPoint(kind, level)}) `);
+    // The walk reads this page next: say so when the nested step zapped it (the walk must then
+    // read a cleared SPTE, and its epoch keeps the page from being freed until it ends).
+    if (wasActive && shadow.stateOf(page) !== PAGE_STATE.ACTIVE && trace.length > lines) trace[trace.length - 1] += ` [zapped page ${page}, which the walk reads next]`;
     current = preempted;
     nested = false;
   };
@@ -335,7 +360,7 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
       runActor(current, '');
     }
   } finally {
-    adWritePoint.hook = null;
+    schedPoint.hook = null;
   }
   const steps = Math.min(step - 1, p.steps);
   // Teardown (invariant 4), as Vm.destroy checks it: every vCPU gives its roots back, no root
@@ -354,7 +379,10 @@ export function simulate(p: SimParams, o: SimOptions = {}): SimResult {
     roles: [...r.roles],
     flags: Atomics.load(r.flags, 0),
   }));
-  const final: SimParams = violation ? { ...p, steps: violation.step } : p;
+  // A failing run's token stops at the failing step; PCT keeps drawing its change points over this run's bound.
+  const final: SimParams = violation
+    ? { ...p, steps: violation.step, scheduler: p.scheduler.kind === 'pct' ? { ...p.scheduler, horizon: p.scheduler.horizon ?? p.steps } : p.scheduler }
+    : p;
   setMutant(null);
   return { params: final, token: encodeToken(final), steps, violation, trace, guestOps, coordinatorActions: actions, rings, finalState };
 }

@@ -2,11 +2,17 @@
  * Replay tokens: everything that decides a simulated run, in one short
  * string a user can paste back (`sim --replay TOKEN`):
  *
- *   sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<events per mille>[:<ignored invariants, +-separated>]
+ *   sim2:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<events per mille>[:<ignored invariants, +-separated>]
  *
- * e.g. `sim1:valid-bit:shadow:3:42:pct3:20000:-:50`. `steps` is the bound
+ * e.g. `sim2:valid-bit:shadow:3:42:pct3:20000:-:50`. `steps` is the bound
  * the run had; a failing run's token names the step it failed at, so a
  * replay stops exactly there.
+ *
+ * The version names the scheduler that recorded the token: a token replays
+ * only under the scheduler (and scheduling points) it was recorded with.
+ * sim1 had one point inside a vCPU step (the A/D write); sim2 added the
+ * lockless walk's SPTE reads and a fault's taking mmu_lock. An older
+ * version's token is refused with a message saying so.
  */
 import { isMutantName, type MutantName } from '../check/mutants.js';
 import { STRATEGY_NAMES, type StrategyName } from '../mmu/strategies.js';
@@ -39,10 +45,16 @@ export class TokenError extends Error {
   override name = 'TokenError';
 }
 
-const schedText = (s: SchedulerSpec): string => (s.kind === 'random' ? 'random' : `pct${s.depth}`);
+/** The version of the tokens this scheduler records and replays. */
+export const TOKEN_VERSION = 'sim2';
+/** Versions recorded by older schedulers: recognised, refused. */
+const OLDER_VERSIONS: readonly string[] = ['sim1'];
+
+const schedText = (s: SchedulerSpec, steps: number): string =>
+  s.kind === 'random' ? 'random' : s.horizon === undefined || s.horizon === steps ? `pct${s.depth}` : `pct${s.depth}/${s.horizon}`;
 
 export function encodeToken(p: SimParams): string {
-  const fields = ['sim1', p.strategy, p.host, p.vcpus, p.seed, schedText(p.scheduler), p.steps, p.mutant ?? '-', p.eventRate];
+  const fields = [TOKEN_VERSION, p.strategy, p.host, p.vcpus, p.seed, schedText(p.scheduler, p.steps), p.steps, p.mutant ?? '-', p.eventRate];
   if (p.ignore.length) fields.push(p.ignore.join('+'));
   return fields.join(':');
 }
@@ -53,17 +65,26 @@ const int = (text: string, what: string, min: number, max: number): number => {
   return n;
 };
 
+/** `random`, `pctD`, or `pctD/K` (PCT whose change points are drawn over K steps, not the run's bound). */
 export function parseScheduler(text: string): SchedulerSpec {
   if (text === 'random') return { kind: 'random' };
-  const m = /^pct(\d+)$/.exec(text);
-  if (m && Number(m[1]) >= 1 && Number(m[1]) <= 64) return { kind: 'pct', depth: Number(m[1]) };
-  throw new TokenError(`scheduler must be "random" or "pctD" with D in 1..64 (e.g. pct3), got "${text}"`);
+  const m = /^pct(\d+)(?:\/(\d+))?$/.exec(text);
+  const k = m?.[2] === undefined ? undefined : Number(m[2]);
+  if (m && Number(m[1]) >= 1 && Number(m[1]) <= 64 && (k === undefined || (k >= 1 && k <= 100_000_000))) {
+    return k === undefined ? { kind: 'pct', depth: Number(m[1]) } : { kind: 'pct', depth: Number(m[1]), horizon: k };
+  }
+  throw new TokenError(`scheduler must be "random" or "pctD" with D in 1..64 (e.g. pct3; "pctD/K": change points over K steps), got "${text}"`);
 }
 
 export function decodeToken(token: string): SimParams {
   const f = token.trim().split(':');
-  if ((f.length !== 9 && f.length !== 10) || f[0] !== 'sim1') {
-    throw new TokenError(`replay token: expected sim1:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>[:<ignored>], got "${token}"`);
+  if (OLDER_VERSIONS.includes(f[0]!)) {
+    throw new TokenError(
+      `replay token "${token.trim()}" was recorded by an older scheduler (${f[0]}); this one (${TOKEN_VERSION}) also preempts inside lockless walks and faults, so the run cannot be replayed: record a new token (e.g. hunt again with --schedules)`,
+    );
+  }
+  if ((f.length !== 9 && f.length !== 10) || f[0] !== TOKEN_VERSION) {
+    throw new TokenError(`replay token: expected ${TOKEN_VERSION}:<strategy>:<host>:<vcpus>:<seed>:<scheduler>:<steps>:<mutant|->:<rate>[:<ignored>], got "${token}"`);
   }
   const [, strategy, host, vcpus, seed, sched, steps, mutant, rate] = f as [string, string, string, string, string, string, string, string, string];
   if (!(STRATEGY_NAMES as readonly string[]).includes(strategy)) throw new TokenError(`replay token: unknown strategy "${strategy}" (${STRATEGY_NAMES.join(', ')})`);
@@ -74,13 +95,16 @@ export function decodeToken(token: string): SimParams {
     host: host as SimHost,
     vcpus: int(vcpus, 'vcpus', 1, 64),
     seed: int(seed, 'seed', 0, 0xffffffff),
-    scheduler: parseScheduler(sched),
+    scheduler: withoutOwnHorizon(parseScheduler(sched), int(steps, 'steps', 1, 100_000_000)),
     steps: int(steps, 'steps', 1, 100_000_000),
     mutant: mutant === '-' ? null : (mutant as MutantName),
     eventRate: int(rate, 'event rate', 0, 1000),
     ignore: f.length === 10 ? parseIgnore(f[9]!) : [],
   };
 }
+
+/** pctD/K with K the run's own bound is pctD. */
+const withoutOwnHorizon = (s: SchedulerSpec, steps: number): SchedulerSpec => (s.kind === 'pct' && s.horizon === steps ? { kind: 'pct', depth: s.depth } : s);
 
 /** A +- or comma-separated list of invariant names. */
 export function parseIgnore(text: string): SimInvariant[] {

@@ -23,6 +23,10 @@
  *
  * Owner-only: every field belongs to the vCPU's thread; shared state is the
  * cache's (see src/shadow for its ordering) and the vCPU records (requests).
+ * An in-thread host may run other actors at the scheduling points inside an
+ * access (src/layout/sched-point.ts): each SPTE read of `translate`, each A/D
+ * write of a guest walk, and taking mmu_lock in the fault handler — never
+ * while this vCPU holds mmu_lock.
  */
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { MmuContext } from '../mmu/context.js';

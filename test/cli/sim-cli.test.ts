@@ -11,7 +11,7 @@ describe('sim command', () => {
     const a = run('--steps', '2000', '--tail', '30');
     expect(a.status, a.stderr).toBe(0);
     const token = /replay: kvm-mmu-emu sim --replay (\S+)/.exec(a.stdout)?.[1];
-    expect(token).toMatch(/^sim1:valid-bit:shadow:3:1:random:2000:-:50$/);
+    expect(token).toMatch(/^sim2:valid-bit:shadow:3:1:random:2000:-:50$/);
     const b = run('--replay', token!, '--tail', '30');
     expect(b.status).toBe(0);
     expect(b.stdout).toBe(a.stdout);
@@ -21,13 +21,14 @@ describe('sim command', () => {
     const r = run('--mutant', 'zap-no-wait', '--schedules', '10', '--shrink', '--tail', '0');
     expect(r.status, r.stderr).toBe(1);
     expect(r.stdout).toMatch(/VIOLATION at step \d+: no-lost-invalidation/);
-    expect(r.stdout).toMatch(/replay: kvm-mmu-emu sim --replay sim1:valid-bit:shadow:3:\d+:random:\d+:zap-no-wait:50/);
+    expect(r.stdout).toMatch(/replay: kvm-mmu-emu sim --replay sim2:valid-bit:shadow:3:\d+:random:\d+:zap-no-wait:50/);
     expect(r.stdout).toMatch(/shrunk: |shrink: nothing smaller fails/);
   });
 
   it.each([
-    [['--replay', 'sim1:valid-bit'], /replay token: expected sim1:/],
-    [['--replay', 'sim1:valid-bit:shadow:3:1:random:10:bogus:50'], /unknown mutant "bogus"/],
+    [['--replay', 'sim2:valid-bit'], /replay token: expected sim2:/],
+    [['--replay', 'sim2:valid-bit:shadow:3:1:random:10:bogus:50'], /unknown mutant "bogus"/],
+    [['--replay', 'sim1:valid-bit:shadow:1:1:random:337:zap-no-wait:50'], /was recorded by an older scheduler \(sim1\)/],
     [['--scheduler', 'fifo'], /--scheduler: scheduler must be "random" or "pctD"/],
     [['--host', 'xen'], /--host: expected one of intel-ept, amd-npt, shadow, got "xen"/],
     [['--vcpus', '65'], /--vcpus: expected an integer in 1\.\.64, got "65"/],

@@ -75,12 +75,15 @@ describe('runScenario', () => {
         vcpus: 2,
         strategy: 'invalid-bit',
         policy: 'strict',
-        durationMs: 400,
+        // Room for a loaded machine: each vCPU must have entered guest mode before the first event
+        // (else KVM still accepts KVM_SET_CPUID2: "applied"), and the first event's wait for both vCPUs
+        // may take hundreds of ms, which must not push the second past the end of the run ("not-reached").
+        durationMs: 2000,
         mix: { 'nested-enter': 0, mode: 0, toggle: 0 },
         vcpuSetup: [{ regs: { cr0: '0x80010031', cr4: '0x20', efer: '0xd00', cr3: 'long4:1' }, cpuid: { maxPhyAddr: 40 } }],
         events: [
-          { atMs: 100, kind: 'set-cpuid', cpuid: { maxPhyAddr: 40 } },
-          { atMs: 200, kind: 'set-cpuid', cpuid: { nx: false } },
+          { atMs: 300, kind: 'set-cpuid', cpuid: { maxPhyAddr: 40 } },
+          { atMs: 400, kind: 'set-cpuid', cpuid: { nx: false } },
         ],
       }),
     );

@@ -23,6 +23,10 @@ export const CONTROL_LAYOUT = defineLayout('shadow-test-control', {
   editDone: { type: 'i32', doc: 'guest edits whose trackedWrite returned (coordinator Atomics.store after `editGpa`).' },
   editGpa: { type: 'i32', doc: 'where the edited page maps after edit `editDone`. Coordinator Atomics.store before `editDone`.' },
   editChecks: { type: 'i32', doc: 'hits on the edited page checked against a finished edit (workers Atomics.add).' },
+  release: {
+    type: 'i32',
+    doc: '1 once the coordinator lets workers finish: a worker stops accessing only after its accesses are done and this is set, so the coordinator\'s rounds and edits never depend on how the OS schedules it against the workers. Coordinator Atomics.store; workers Atomics.load it.',
+  },
   lockCounter: {
     type: 'i32',
     doc: 'the lock test: incremented by plain read-then-write under mmu_lock only (deliberately not atomic: the lock must order it).',

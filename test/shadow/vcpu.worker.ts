@@ -7,7 +7,9 @@
  * guest mode by the fault path. Checks, in guest mode, that once a zap-all
  * round's waiting MMU_RELOAD has returned no root of an old generation is in
  * use, that translations match the guest tables, and that pages reached
- * belong to this vCPU's role.
+ * belong to this vCPU's role. A worker keeps accessing past its `accesses`
+ * until the coordinator sets `release`, so what the coordinator does
+ * between accesses (zap rounds, edits) does not depend on OS scheduling.
  *
  * The lock scenario instead increments a plain counter under mmu_lock.
  */
@@ -87,6 +89,11 @@ class Runner {
   done = 0;
   unloads = 0;
 
+  /** Accesses done and the coordinator released the workers (control.ts `release`). */
+  finished(): boolean {
+    return this.done >= d.accesses && Atomics.load(ctl.release, 0) !== 0;
+  }
+
   constructor() {
     const reloadBit = 1 << REQ.MMU_RELOAD.bit;
     this.vcpu.reloadPending = () => (Atomics.load(this.rec.requests, 0) & reloadBit) !== 0;
@@ -160,7 +167,7 @@ class Runner {
 
   /** One stay in guest mode: accesses until a miss, a kick, or 64 accesses. Returns the miss, if any. */
   guest(): { addr: bigint; env: ReturnType<typeof walkEnv>; code: number } | null {
-    for (let k = 0; k < 64 && this.done < d.accesses; k++) {
+    for (let k = 0; k < 64 && !this.finished(); k++) {
       if (Atomics.load(this.rec.mode, 0) !== MODE.IN_GUEST) return null;
       this.checkRoots();
       const i = this.rng.int(this.addrs.length);
@@ -190,7 +197,7 @@ class Runner {
     let announced = false;
     for (;;) {
       if (!this.processRequests()) break;
-      if (this.done >= d.accesses) {
+      if (this.finished()) {
         if (!announced) {
           announced = true;
           Atomics.add(ctl.done, 0, 1);

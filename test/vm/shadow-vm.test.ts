@@ -17,6 +17,15 @@ import type { Vm } from '../../src/vm/vm.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Poll `cond` until it holds or `ms` passed (a loaded machine may keep the vCPU threads off the CPU for a while). */
+const waitFor = async (cond: () => boolean, what: string, ms = 30_000) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what} ${ctx}`);
+    await sleep(5);
+  }
+};
+
 const HOSTS: Record<string, HostSettings> = {
   'intel-ept': DEFAULT_HOST,
   'amd-npt': { ...DEFAULT_HOST, vendor: 'amd' },
@@ -51,6 +60,8 @@ describe('shadow page cache with real vCPU workers', () => {
         v.writeGuestPte(pml4, v.memory.load64(pml4));
         if (round % 4 === 3) expect(await v.auditShadow(), `audit under mmu_lock, round ${round} ${ctx}`).toEqual([]);
       }
+      // However the OS scheduled the vCPU threads, they must get to hits and fault exits; not assumed of 12 short rounds.
+      await waitFor(() => v.shadowStats()!.stats.accessHits > 0 && v.totals().shadowHits > 0 && v.totals().shadowExits > 0, 'shadow hits and fault exits');
       const shadow = v.shadowStats()!.stats;
       await v.destroy();
       const t = v.totals();
@@ -79,7 +90,8 @@ describe('shadow page cache with real vCPU workers', () => {
 
   it('without a shadow cache the vCPUs only walk, and zap-all is refused', async () => {
     const v = await createVm({ vcpus: 2, shadow: false });
-    await sleep(200);
+    // Not a fixed sleep: on a loaded machine the vCPU threads may not have run at all after 200 ms.
+    await waitFor(() => v.totals().accesses > 0, 'the first guest accesses');
     await expect(v.zapAllFast()).rejects.toThrow(/without a shadow page cache/);
     await v.destroy();
     expect(v.totals().accesses, ctx).toBeGreaterThan(0);

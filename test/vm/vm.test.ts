@@ -46,10 +46,15 @@ describe('VM with real workers', () => {
         const rec = v.records[id]!;
         // stintSeq is the requestSeq a stint read after its entry re-check (-1 before): a verified
         // stint that read less than our sequence began before our request and must have exited.
+        // Read stintSeq, mode, stintSeq again (as src/check/lost-invalidation.ts does): the mode belongs to
+        // the stint of `stint` only if the sequence did not move around it. Without the second read, an old
+        // stint's sequence (it stays after the exit) could be paired with the mode of a stint entered after
+        // our request: an entry stores -1 before IN_GUEST, so then the two reads differ.
         const stint = Atomics.load(rec.stintSeq, 0);
         // EXITING counts: a kicked vCPU keeps running guest code until it notices the kick.
         const mode = Atomics.load(rec.mode, 0);
-        const inGuest = mode === MODE.IN_GUEST || mode === MODE.EXITING_GUEST;
+        const same = Atomics.load(rec.stintSeq, 0) === stint;
+        const inGuest = same && (mode === MODE.IN_GUEST || mode === MODE.EXITING_GUEST);
         if (inGuest) checked++;
         expect(inGuest && stint >= 0 && stint < seq[id]!, `round ${round} vCPU ${id}: stint ${stint} < request ${seq[id]} ${ctx}`).toBe(false);
       }
@@ -98,6 +103,9 @@ describe('VM with real workers', () => {
     const good = await v.call(0, 'setRegs', { cr0: '0x11', cr4: '0x0', efer: '0x0' });
     expect(good.ok, JSON.stringify(good)).toBe(true);
     expect((await v.call(0, 'resume')).ok).toBe(true);
+    // vCPU 1 is busy once it entered guest mode (the hello's USERSPACE_EXIT makes its first slice return
+    // before entering): on a loaded machine its thread may not have got that far yet.
+    await waitFor(() => Atomics.load(v.records[1]!.ran, 0) === 1, 'vCPU 1 to run');
     const snap = await v.call(1, 'snapshot');
     expect(snap.ok && snap.value.hasRun).toBe(true);
   });

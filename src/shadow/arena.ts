@@ -111,7 +111,7 @@ export class ShadowVm {
     this.capacity = o.capacity;
     this.prove = o.prove ?? false;
     this.h = bindHeader(o.guestPages, handle.header);
-    this.lock = new MmuLock(this.h.lock, this.h.lockOwner, this.h.lockWaiters, this.prove);
+    this.lock = new MmuLock(this.h.lock, this.h.lockOwner, this.h.lockWaiters, this.h.lockQueuedWriter, this.prove);
     this.masks = spteMasksFor(o.host);
     this.i32 = new Int32Array(handle.arena);
     this.u64 = new BigUint64Array(handle.arena);

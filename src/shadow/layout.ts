@@ -222,6 +222,10 @@ export function shadowVmLayout(guestPages: number) {
       type: 'i32',
       doc: 'agents waiting for mmu_lock (mmu-lock.ts): Atomics.add by a waiter before it first parks, Atomics.sub once it holds the lock; read (Atomics.load) by the holder to decide a lock break (rwlock_is_contended).',
     },
+    lockQueuedWriter: {
+      type: 'i32',
+      doc: '1 + the agent re-taking mmu_lock after a lock break (mmu-lock.ts breakAsync), 0 if none: KVM qrwlock queueing, later lock() calls wait behind it. Atomics.store by that agent before it waits for the lock and after it got it (then Atomics.notify); Atomics.load/wait by lock().',
+    },
     mmuValidGen: {
       type: 'i32',
       doc: 'kvm->arch.mmu_valid_gen, 0 or 1. Flipped (Atomics.store) under mmu_lock by zap-all-fast only; read under the lock by lookups and lock-free (Atomics.load) by root checks.',

@@ -21,6 +21,10 @@
  * after the lock is taken and cleared right before it is released, so lock
  * assertions (on in prove mode) can say who holds it.
  *
+ * Queued writer: `lockQueuedWriter` is 1 + the agent that re-takes the
+ * lock after a lock break (breakAsync), 0 otherwise; lock() waits while it
+ * is set by another agent (bounded 1 ms naps, woken by its clearing).
+ *
  * Contention: `lockWaiters` counts the agents parked (or about to park) on
  * the lock — incremented before an agent's first park, decremented once it
  * holds the lock. It is what rwlock_is_contended answers (`contended()`), for
@@ -48,6 +52,8 @@ export class MmuLock {
     private readonly owner: Int32Array,
     /** The `lockWaiters` word. */
     private readonly waiters: Int32Array,
+    /** The `lockQueuedWriter` word. */
+    private readonly queued: Int32Array,
     /** Check ownership on release and in assertions (KVM's lockdep). */
     readonly prove: boolean,
   ) {}
@@ -65,6 +71,8 @@ export class MmuLock {
   /** write_lock(&kvm->mmu_lock), blocking the thread (workers; Node also allows it on the main thread). */
   lock(agent: number): void {
     if (this.prove) this.assertNotHeldBy(agent, 'lock');
+    // Behind a writer queued by a lock break (breakAsync): arrivals after it wait for it.
+    for (let q = Atomics.load(this.queued, 0); q !== 0 && q !== agent + 1; q = Atomics.load(this.queued, 0)) Atomics.wait(this.queued, 0, q, 1);
     for (let i = 0; i < SPINS; i++) if (this.tryLock(agent)) return;
     // Announce a waiter (state 2) and sleep until the word changes; the
     // exchange that finds FREE is the one that takes the lock.
@@ -91,14 +99,17 @@ export class MmuLock {
 
   /**
    * cond_resched_rwlock_write for a holder on an event loop (the
-   * coordinator), called when the lock is contended: release it and let a
-   * waiter take it — KVM's qrwlock queues the re-acquiring writer behind the
-   * waiters, where this mutex would let the releaser barge back in, so first
-   * yield to the event loop until someone else took it (at most
-   * `handOffMs`) — then take it again without blocking the event loop, so
-   * the coordinator can observe the vCPUs meanwhile. Its wake-ups come later
-   * than a parked worker's, so under heavy contention it gets the lock back
-   * late: the zap takes longer, the vCPUs wait less.
+   * coordinator), called when the lock is contended: release it, let a
+   * waiter take it, then take it again queued as KVM's qrwlock queues a
+   * re-acquiring writer — behind the agents already waiting, ahead of those
+   * that arrive later. This mutex alone would let the releaser barge back in
+   * and, once it waits on its event loop (a waitAsync wake-up comes later
+   * than a parked worker's), let every later arrival barge ahead of it. So:
+   * after the release, yield to the event loop until someone else took the
+   * lock (at most `handOffMs`); then publish this agent in `lockQueuedWriter`,
+   * which makes later lock() calls wait until it is cleared, and take the
+   * lock without blocking the event loop (the coordinator observes the vCPUs
+   * meanwhile); the futex wait queue serves the earlier waiters first.
    */
   async breakAsync(agent: number, handOffMs = 1): Promise<void> {
     this.unlock(agent);
@@ -106,7 +117,13 @@ export class MmuLock {
     while (Atomics.load(this.word, 0) === FREE && this.contended() && performance.now() < deadline) {
       await new Promise<void>((r) => setImmediate(r));
     }
-    await this.lockAsync(agent);
+    Atomics.store(this.queued, 0, agent + 1);
+    try {
+      await this.lockAsync(agent);
+    } finally {
+      Atomics.store(this.queued, 0, 0);
+      Atomics.notify(this.queued, 0);
+    }
   }
 
   /** write_unlock. Wakes one waiter if any announced itself. */

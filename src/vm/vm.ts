@@ -181,17 +181,6 @@ export class Vm {
     // The coordinator's side of a mutant (e.g. zap-all-fast without waiting); the workers get it in their task.
     setMutant(opts.mutant);
     const cpuid = normaliseCpuid(opts.cpuid ?? DEFAULT_CPUID);
-    const { filename, execArgv } = workerEntry();
-    const pool = new Piscina({
-      filename,
-      execArgv,
-      minThreads: opts.vcpus,
-      maxThreads: opts.vcpus,
-      concurrentTasksPerWorker: 1,
-      // Workers must not park in Atomics.wait between tasks: port messages would not arrive.
-      atomics: 'disabled',
-      idleTimeout: 2 ** 31 - 1,
-    });
     const memory = GuestMemory.create(opts.memoryBytes ?? DEFAULT_GUEST_MEMORY_BYTES);
     const tables = buildGuestTables(memory, { ...DEFAULT_GUEST_TABLES, seed: opts.seed ?? 1 });
     const guestPages = memory.size / 4096;
@@ -205,8 +194,20 @@ export class Vm {
             host: opts.host ?? DEFAULT_HOST,
             prove: opts.shadow?.prove,
           });
-    // Allocated before any worker starts: a refused size (over MAX_TRACE_BYTES) fails here, with nothing to clean up.
+    // Allocated before the pool starts its threads (minThreads = vCPUs): a refused size (over MAX_TRACE_BYTES)
+    // fails here, with nothing to clean up.
     const traceRings = opts.trace ? allocateTraceRings(opts.vcpus, opts.trace.capacity ?? DEFAULT_RING_CAPACITY) : null;
+    const { filename, execArgv } = workerEntry();
+    const pool = new Piscina({
+      filename,
+      execArgv,
+      minThreads: opts.vcpus,
+      maxThreads: opts.vcpus,
+      concurrentTasksPerWorker: 1,
+      // Workers must not park in Atomics.wait between tasks: port messages would not arrive.
+      atomics: 'disabled',
+      idleTimeout: 2 ** 31 - 1,
+    });
     const vm = new Vm(full, allocateVcpus(opts.vcpus), memory, tables, pool, shadow, traceRings);
     for (let id = 0; id < opts.vcpus; id++) vm.startVcpu(id, cpuid);
     // Workers boot one after another on few cores: the handshake's deadline grows with N.

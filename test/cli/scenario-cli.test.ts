@@ -118,6 +118,12 @@ describe('run --scenario with bad input: exit 2, one line per problem, no stack 
     ['--vcpus with --scenario', () => ['--scenario', 'examples/scenario-tour.json', '--vcpus', '4'], /--scenario: --vcpus cannot be combined with a scenario file/],
     ['--duration-ms without --scenario', () => ['--duration-ms', '100'], /--duration-ms: only with --scenario/],
     ['--duration-ms out of range', () => ['--scenario', 'examples/scenario-tour.json', '--duration-ms', '0'], /--duration-ms: expected an integer in 1\.\.600000/],
+    // The rings are sized from the file's vCPU count, known only once the file is read: refused before any vCPU thread starts.
+    [
+      'trace rings too large for the file\'s vCPUs',
+      () => ['--scenario', file('big.json', { ...ok, vcpus: 1024 }), '--trace', join(dir, 'big-trace.json')],
+      /--trace-events: trace rings: 1025 rings of 65536 events \(56 bytes each\) need 3588 MiB, more than 1024 MiB; at most 18705 events per ring for 1024 vCPUs/,
+    ],
   ];
   it.each(cases)('%s', async (_what, args, msg) => {
     const r = await run(['run', ...args()]);

@@ -90,13 +90,18 @@ export function decodeToken(token: string): SimParams {
   if (!(STRATEGY_NAMES as readonly string[]).includes(strategy)) throw new TokenError(`replay token: unknown strategy "${strategy}" (${STRATEGY_NAMES.join(', ')})`);
   if (!(SIM_HOSTS as readonly string[]).includes(host)) throw new TokenError(`replay token: unknown host "${host}" (${SIM_HOSTS.join(', ')})`);
   if (mutant !== '-' && !isMutantName(mutant)) throw new TokenError(`replay token: unknown mutant "${mutant}"`);
+  // Checked in field order, so the first bad field is the one reported.
+  const vcpuCount = int(vcpus, 'vcpus', 1, 64);
+  const seedValue = int(seed, 'seed', 0, 0xffffffff);
+  const scheduler = parseScheduler(sched);
+  const bound = int(steps, 'steps', 1, 100_000_000);
   return {
     strategy: strategy as StrategyName,
     host: host as SimHost,
-    vcpus: int(vcpus, 'vcpus', 1, 64),
-    seed: int(seed, 'seed', 0, 0xffffffff),
-    scheduler: withoutOwnHorizon(parseScheduler(sched), int(steps, 'steps', 1, 100_000_000)),
-    steps: int(steps, 'steps', 1, 100_000_000),
+    vcpus: vcpuCount,
+    seed: seedValue,
+    scheduler: withoutOwnHorizon(scheduler, bound),
+    steps: bound,
     mutant: mutant === '-' ? null : (mutant as MutantName),
     eventRate: int(rate, 'event rate', 0, 1000),
     ignore: f.length === 10 ? parseIgnore(f[9]!) : [],
